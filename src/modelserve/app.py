@@ -1,0 +1,173 @@
+"""The composition root: builds every part from the settings, runs both front ends, shuts down cleanly.
+
+The only module that imports the transports and wires layers together. Shutdown on SIGTERM/SIGINT:
+readiness turns false and new requests get 503 at once; in-flight requests finish (bounded by
+``server.drain_timeout_s``); the listeners close; every model unloads and worker processes are reaped;
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import grpc
+import uvicorn
+
+from modelserve import __version__
+from modelserve.config import ControlMode, Settings
+from modelserve.core.clock import MonotonicClock
+from modelserve.protocol.api import InferenceAPI
+from modelserve.repository.manager import ModelManager
+from modelserve.routing.router import Router
+from modelserve.scheduling.admission import AdmissionGate
+from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
+from modelserve.transport.http.app import HttpApp
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("modelserve")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this process drains first, then tells uvicorn to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Server:
+    """One modelserve process: REST and gRPC listeners over one model manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _models_to_load(self, manager: ModelManager) -> list[str]:
+        repository = self.settings.repository
+        known = manager.model_names()
+        if repository.control_mode is ControlMode.NONE or "*" in repository.load_models:
+            return known
+        return [name for name in repository.load_models if name]
+
+    async def run(self) -> int:
+        settings = self.settings
+        root = settings.repository.path
+        if not root.is_dir():
+            log.error("model repository %s does not exist or is not a folder", root)
+            return 2
+        clock = MonotonicClock()
+        manager = ModelManager(
+            root=root,
+            max_queue_size=settings.scheduling.max_queue_size,
+            load_concurrency=settings.repository.load_threads,
+            clock=clock,
+        )
+        gate = AdmissionGate(settings.server.max_inflight_requests)
+        api = InferenceAPI(
+            server_name="modelserve",
+            server_version=__version__,
+            manager=manager,
+            router=Router(manager, load_on_demand=settings.repository.load_on_demand),
+            gate=gate,
+            max_requested_outputs=settings.limits.max_requested_outputs,
+            is_model_control_enabled=settings.repository.control_mode is ControlMode.EXPLICIT,
+            drain_timeout_s=settings.server.drain_timeout_s,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+
+        grpc_server = None
+        if settings.grpc.enabled:
+            grpc_server = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
+                    ("grpc.max_send_message_length", 2**31 - 1),
+                    ("grpc.so_reuseport", 0),
+                ]
+            )
+            add_to_server(InferenceServicer(api, settings.limits), grpc_server)
+            address = f"{settings.server.host}:{settings.grpc.port}"
+            if grpc_server.add_insecure_port(address) == 0:
+                log.error("cannot listen for gRPC on %s", address)
+                return 2
+        http_server = None
+        if settings.http.enabled:
+            http_server = _UvicornServer(
+                uvicorn.Config(
+                    HttpApp(api, settings.limits),
+                    host=settings.server.host,
+                    port=settings.http.port,
+                    http="httptools",
+                    loop="none",
+                    lifespan="off",
+                    access_log=False,
+                    log_level="warning",
+                    timeout_keep_alive=30,
+                    server_header=False,
+                    date_header=False,
+                )
+            )
+        try:
+            async with asyncio.TaskGroup() as group:
+                # Listeners start at once (live), loading happens behind them (ready when done).
+                if grpc_server is not None:
+                    await grpc_server.start()
+                http_task = group.create_task(http_server.serve()) if http_server is not None else None
+                load_task = group.create_task(manager.load_all(self._models_to_load(manager)))
+                log.info(
+                    "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
+                    __version__,
+                    settings.server.host,
+                    settings.http.port,
+                    settings.server.host,
+                    settings.grpc.port,
+                    root,
+                )
+                stop_task = group.create_task(self._stop.wait())
+                pending = {stop_task} | ({http_task} if http_task is not None else set())
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if http_task is not None and http_task in done and not self._stop.is_set():
+                    log.error("the HTTP listener stopped (port in use?); shutting down")
+                    stop_task.cancel()
+                log.info(
+                    "shutting down: draining in-flight requests (up to %.0f s)",
+                    settings.server.drain_timeout_s,
+                )
+                if not load_task.done():
+                    load_task.cancel()
+                drained = await gate.drain(settings.server.drain_timeout_s)
+                if not drained:
+                    log.warning("drain timed out with %d requests in flight", gate.inflight)
+                if http_server is not None:
+                    http_server.should_exit = True
+                if grpc_server is not None:
+                    await grpc_server.stop(grace=1.0)
+                await manager.close(drain_timeout_s=1.0)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")
+        if http_task is not None and http_task.done() and not http_task.cancelled() and not self._stop.is_set():
+            return 1
+        return 0
+
+
+def run(settings: Settings) -> int:
+    """Run a server until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # uvloop is optional on platforms without it
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(Server(settings).run())

@@ -1,0 +1,138 @@
+"""The ``modelserve`` command.
+
+``modelserve serve`` runs a server; every flag overrides the same setting from ``--config``. Flags and
+settings share names, so ``--max-queue-size`` is ``scheduling.max_queue_size`` in the YAML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelserve import __version__
+from modelserve.config import SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelserve",
+        description="An inference server for Triton-style model repositories (REST and gRPC, KServe V2 protocol).",
+    )
+    parser.add_argument("--version", action="version", version=f"modelserve {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model repository",
+        description="Serve every model of a Triton-style model repository over REST and gRPC until SIGTERM/SIGINT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="model repository folder (<model>/config.pbtxt, <model>/<version>/...) "
+        "[setting repository.path, default examples/models]",
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML settings file; flags override its values",
+    )
+    serve.add_argument("--host", default=None, help="address to bind [server.host, default 127.0.0.1]")
+    serve.add_argument("--http-port", type=int, default=None, help="REST port [http.port, default 8000]")
+    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port [grpc.port, default 8001]")
+    serve.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit"],
+        default=None,
+        help="none: load all models at start, model load/unload API refused; explicit: load only "
+        "--load-model names, then the repository API [repository.control_mode, default none]",
+    )
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="in explicit mode, a model to load at start ('*' = all); repeatable",
+    )
+    serve.add_argument(
+        "--load-on-demand",
+        action="store_true",
+        default=None,
+        help="load a known, unloaded model on its first request [repository.load_on_demand]",
+    )
+    serve.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=None,
+        help="requests that may wait per model version [scheduling.max_queue_size, default 256]",
+    )
+    serve.add_argument(
+        "--max-inflight-requests",
+        type=int,
+        default=None,
+        help="server-wide cap on admitted requests [server.max_inflight_requests, default 2048]",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body after decompression [limits.max_request_bytes, default 64 MiB]",
+    )
+    serve.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=None,
+        help="on SIGTERM, longest wait for in-flight requests [server.drain_timeout_s, default 30]",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    tree: dict[str, dict[str, Any]] = {}
+
+    def put(group: str, key: str, value: Any) -> None:
+        if value is not None:
+            tree.setdefault(group, {})[key] = value
+
+    put("repository", "path", args.model_repository)
+    put("server", "host", args.host)
+    put("http", "port", args.http_port)
+    put("grpc", "port", args.grpc_port)
+    put("repository", "control_mode", args.model_control_mode)
+    put("repository", "load_models", tuple(args.load_model) if args.load_model else None)
+    put("repository", "load_on_demand", args.load_on_demand)
+    put("scheduling", "max_queue_size", args.max_queue_size)
+    put("server", "max_inflight_requests", args.max_inflight_requests)
+    put("limits", "max_request_bytes", args.max_request_bytes)
+    put("server", "drain_timeout_s", args.drain_timeout_s)
+    return tree
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "serve":
+        _parser().print_help()
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(args.config, _overrides(args))
+    except SettingsError as exc:
+        print(f"modelserve: {exc}", file=sys.stderr)
+        return 2
+    from modelserve.app import run
+
+    return run(settings)

@@ -1,0 +1,61 @@
+"""Inference requests and responses as the server's layers see them: numpy tensors, never wire JSON.
+
+The protocol layer turns REST/gRPC bytes into an :class:`InferRequest` and an :class:`InferResponse` back
+into bytes; routing, scheduling and runtimes only ever see these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelserve.core.datatypes import Datatype
+
+__all__ = ["InferRequest", "InferResponse", "ParameterValue", "RequestedOutput"]
+
+ParameterValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    """One output the client asked for, with its per-output parameters (``binary_data``, ``classification``)."""
+
+    name: str
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded inference request.
+
+    ``model_version`` is ``""`` when the client named no version (the server picks one).
+    ``requested_outputs`` is None when the client asked for every output.
+    ``input_datatypes`` are the datatypes the client declared (BF16 arrives as uint16 words, so the
+    array's dtype alone cannot tell).
+    ``priority`` (1 is highest, 0 means the model's default) and ``timeout_us`` (0 means none) are the
+    reserved OIP parameters ``priority`` and ``timeout``; they are kept out of ``parameters``.
+    """
+
+    model_name: str
+    model_version: str
+    inputs: dict[str, np.ndarray]
+    input_datatypes: dict[str, Datatype]
+    id: str | None = None
+    requested_outputs: tuple[RequestedOutput, ...] | None = None
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    priority: int = 0
+    timeout_us: int = 0
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """Outputs in the order they must be sent (request order, else model order)."""
+
+    model_name: str
+    model_version: str
+    outputs: dict[str, np.ndarray]
+    output_datatypes: dict[str, Datatype]
+    id: str | None = None
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)

@@ -1,0 +1,69 @@
+"""Per model-version statistics with Triton's semantics (the ``statistics`` extension).
+
+``success``/``fail``/``queue`` count requests; ``inference_count`` counts samples (a request carrying a
+batch of 8 rows adds 8); ``execution_count`` counts runtime calls; ``batch_stats`` is keyed by the batch
+size actually executed. Every admitted request is counted in ``queue`` (perf_analyzer finds the version
+it measures by which ``queue.count`` grew).
+
+Updated only from the event loop thread, so plain integer adds need no lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelserve.core.clock import wall_time_ms
+
+__all__ = ["Duration", "ModelVersionStatistics"]
+
+
+@dataclass(slots=True)
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass(slots=True)
+class BatchDurations:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(slots=True)
+class ModelVersionStatistics:
+    name: str
+    version: str
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batches: dict[int, BatchDurations] = field(default_factory=dict)
+
+    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One runtime call that ran ``batch_size`` samples."""
+        self.execution_count += 1
+        self.inference_count += batch_size
+        self.compute_input.add(input_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(output_ns)
+        batch = self.batches.get(batch_size)
+        if batch is None:
+            batch = self.batches[batch_size] = BatchDurations()
+        batch.compute_input.add(input_ns)
+        batch.compute_infer.add(infer_ns)
+        batch.compute_output.add(output_ns)
+
+    def record_request(self, *, succeeded: bool, total_ns: int) -> None:
+        """One request finished (end to end inside the server)."""
+        self.last_inference_ms = wall_time_ms()
+        (self.success if succeeded else self.fail).add(total_ns)

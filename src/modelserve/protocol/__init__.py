@@ -1,0 +1,2 @@
+"""The Open Inference Protocol (KServe V2) with Triton's extensions: codecs, validation, the API both
+transports call."""

@@ -1,0 +1,206 @@
+"""The one entry point both transports call: health, metadata, config, infer, statistics, repository.
+
+Transports decode wire bytes into core types (``rest_codec``, ``grpc_codec``), call this API, and
+encode what it returns. Nothing here knows HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelserve.core.datatypes import Datatype
+from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
+from modelserve.core.inference import InferRequest, InferResponse, ParameterValue
+from modelserve.core.names import check_model_name, check_version
+from modelserve.observability.statistics import ModelVersionStatistics
+from modelserve.protocol.classification import classify
+from modelserve.protocol.validation import output_names_for, validate_inputs
+from modelserve.repository.loaded import LoadedVersion
+from modelserve.repository.manager import IndexEntry, ModelManager
+from modelserve.repository.model_config import ModelConfig
+from modelserve.routing.router import Router
+from modelserve.scheduling.admission import AdmissionGate
+
+__all__ = ["EXTENSIONS", "InferenceAPI", "ModelMetadata", "TensorMetadata"]
+
+# Only what is implemented: perf_analyzer and clients change behaviour on these.
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "statistics",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class InferenceAPI:
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        server_version: str,
+        manager: ModelManager,
+        router: Router,
+        gate: AdmissionGate,
+        max_requested_outputs: int,
+        is_model_control_enabled: bool,
+        drain_timeout_s: float,
+    ) -> None:
+        self.server_name = server_name
+        self.server_version = server_version
+        self._manager = manager
+        self._router = router
+        self._gate = gate
+        self._max_requested_outputs = max_requested_outputs
+        self._is_model_control_enabled = is_model_control_enabled
+        self._drain_timeout_s = drain_timeout_s
+
+    # -- health and metadata ----------------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        return True
+
+    def is_ready(self) -> bool:
+        return not self._gate.is_draining and self._manager.all_ready()
+
+    async def is_model_ready(self, name: str, version: str) -> bool:
+        """Raises RoutingError (NOT_FOUND) for a model the repository does not have."""
+        check_model_name(name)
+        check_version(version)
+        try:
+            loaded = self._manager.get(name, version)
+        except RoutingError as exc:
+            if exc.code is ErrorCode.NOT_FOUND and not self._manager.is_known(name):
+                raise
+            return False
+        return loaded.is_ready and not self._gate.is_draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": self.server_name, "version": self.server_version, "extensions": list(EXTENSIONS)}
+
+    async def _resolve(self, name: str, version: str) -> LoadedVersion:
+        check_model_name(name)
+        check_version(version)
+        return self._manager.get(name, version)
+
+    async def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        loaded = await self._resolve(name, version)
+        signature = loaded.signature
+        mbs = signature.max_batch_size
+        versions = [v.version for v in self._manager.loaded_versions(name)]
+        return ModelMetadata(
+            name=signature.name,
+            versions=versions,
+            platform=loaded.config.platform or loaded.config.backend,
+            inputs=[TensorMetadata(s.name, s.datatype.value, s.client_shape(mbs)) for s in signature.inputs],
+            outputs=[TensorMetadata(s.name, s.datatype.value, s.client_shape(mbs)) for s in signature.outputs],
+        )
+
+    async def model_config(self, name: str, version: str) -> ModelConfig:
+        return (await self._resolve(name, version)).config
+
+    # -- inference --------------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request. Raises a :class:`ModelServeError` subclass for anything the client can fix or
+        retry; the message is safe to send."""
+        with self._gate.admit():
+            loaded = await self._router.resolve(request.model_name, request.model_version)
+            signature = loaded.signature
+            validate_inputs(request, signature)
+            output_names = output_names_for(request, signature, self._max_requested_outputs)
+            outputs = await loaded.scheduler.execute(request, output_names)
+        datatypes = {name: signature.outputs_by_name[name].datatype for name in output_names}
+        if request.requested_outputs is not None:
+            for requested in request.requested_outputs:
+                top_n = requested.parameters.get("classification")
+                if top_n is not None:
+                    outputs[requested.name] = _classified(
+                        outputs[requested.name], top_n, signature.max_batch_size, requested.name
+                    )
+                    datatypes[requested.name] = Datatype.BYTES
+        return InferResponse(
+            model_name=signature.name,
+            model_version=loaded.version,
+            outputs=outputs,
+            output_datatypes=datatypes,
+            id=request.id,
+        )
+
+    # -- statistics -------------------------------------------------------------------------------
+
+    async def statistics(self, name: str, version: str) -> list[ModelVersionStatistics]:
+        if not name:
+            if version:
+                raise ValidationError("a version needs a model name: /v2/models/{name}/versions/{v}/stats")
+            return [v.statistics for v in self._manager.loaded_versions()]
+        if version:
+            return [(await self._resolve(name, version)).statistics]
+        check_model_name(name)
+        versions = self._manager.loaded_versions(name)
+        if not versions:
+            await self._resolve(name, "")  # raises the right not-found / not-loaded error
+        return [v.statistics for v in versions]
+
+    # -- repository -------------------------------------------------------------------------------
+
+    def repository_index(self, *, ready_only: bool) -> list[IndexEntry]:
+        return self._manager.index(ready_only=ready_only)
+
+    def _check_control(self, action: str) -> None:
+        if not self._is_model_control_enabled:
+            raise ModelServeError(
+                f"model {action} is disabled: the server runs with --model-control-mode none; restart it with "
+                "--model-control-mode explicit to load and unload models through the API",
+                code=ErrorCode.PERMISSION_DENIED,
+            )
+
+    async def load_model(self, name: str, parameters: Mapping[str, Any]) -> None:
+        check_model_name(name)
+        self._check_control("loading")
+        for key in parameters:
+            if key.startswith("file:"):
+                raise ValidationError(
+                    "load parameters 'file:<path>' (model files inline in the request) are not accepted: "
+                    "place the files in the model repository instead"
+                )
+            raise ValidationError(
+                f"unknown load parameter '{key[:64]}'; the load API takes no parameters here: edit "
+                "config.pbtxt in the repository and load again"
+            )
+        await self._manager.load(name)
+
+    async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
+        check_model_name(name)
+        self._check_control("unloading")
+        for key in parameters:
+            if key != "unload_dependents":
+                raise ValidationError(f"unknown unload parameter '{key[:64]}'; only 'unload_dependents' is known")
+        await self._manager.unload(name, drain_timeout_s=self._drain_timeout_s)
+
+
+def _classified(array: np.ndarray, top_n: ParameterValue, max_batch_size: int, name: str) -> np.ndarray:
+    if isinstance(top_n, bool) or not isinstance(top_n, int):
+        raise ValidationError(f"output '{name}': 'classification' must be an integer, got {top_n!r}")
+    return classify(array, top_n, batched=max_batch_size > 0, name=name)

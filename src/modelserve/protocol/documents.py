@@ -1,0 +1,123 @@
+"""JSON-ready documents for the REST API (metadata, config, statistics, repository index).
+
+The gRPC transport builds its messages from the same documents (``json_format.ParseDict``), so the two
+transports cannot disagree on what a field means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from modelserve.observability.statistics import Duration, ModelVersionStatistics
+from modelserve.protocol.api import ModelMetadata
+from modelserve.repository.manager import IndexEntry
+from modelserve.repository.model_config import ModelConfig
+
+__all__ = ["config_document", "index_document", "metadata_document", "statistics_document"]
+
+
+def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
+    return {
+        "name": metadata.name,
+        "versions": metadata.versions,
+        "platform": metadata.platform,
+        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in metadata.inputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in metadata.outputs],
+    }
+
+
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _int64_as_numbers(descriptor: Descriptor, document: dict[str, Any]) -> None:
+    """protobuf's JSON printer writes int64 as strings; Triton writes numbers (``"dims": [4]``)."""
+    for key, value in document.items():
+        field = descriptor.fields_by_name.get(key)
+        if field is None:
+            continue
+        if field.type in _INT64_TYPES:
+            document[key] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.message_type is not None:
+                    for item in value.values():
+                        _int64_as_numbers(value_field.message_type, item)
+            elif isinstance(value, list):
+                for item in value:
+                    _int64_as_numbers(field.message_type, item)
+            elif isinstance(value, dict):
+                _int64_as_numbers(field.message_type, value)
+
+
+def config_document(config: ModelConfig) -> dict[str, Any]:
+    """The ModelConfig with proto field names and numeric int64s, as Triton's ``/config`` returns it."""
+    document: dict[str, Any] = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    _int64_as_numbers(config.DESCRIPTOR, document)
+    document.setdefault("max_batch_size", 0)
+    return document
+
+
+def _duration(d: Duration) -> dict[str, int]:
+    return {"count": d.count, "ns": d.ns}
+
+
+_EMPTY = {"count": 0, "ns": 0}
+
+
+def statistics_document(stats: list[ModelVersionStatistics]) -> dict[str, Any]:
+    return {
+        "model_stats": [
+            {
+                "name": s.name,
+                "version": s.version,
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inference_count,
+                "execution_count": s.execution_count,
+                "inference_stats": {
+                    "success": _duration(s.success),
+                    "fail": _duration(s.fail),
+                    "queue": _duration(s.queue),
+                    "compute_input": _duration(s.compute_input),
+                    "compute_infer": _duration(s.compute_infer),
+                    "compute_output": _duration(s.compute_output),
+                    "cache_hit": dict(_EMPTY),
+                    "cache_miss": dict(_EMPTY),
+                },
+                "batch_stats": [
+                    {
+                        "batch_size": size,
+                        "compute_input": _duration(b.compute_input),
+                        "compute_infer": _duration(b.compute_infer),
+                        "compute_output": _duration(b.compute_output),
+                    }
+                    for size, b in sorted(s.batches.items())
+                ],
+                "memory_usage": [],
+            }
+            for s in stats
+        ]
+    }
+
+
+def index_document(entries: list[IndexEntry]) -> list[dict[str, str]]:
+    out = []
+    for entry in entries:
+        item = {"name": entry.name, "state": entry.state.value}
+        if entry.version:
+            item["version"] = entry.version
+        if entry.reason:
+            item["reason"] = entry.reason
+        out.append(item)
+    return out

@@ -1,0 +1,138 @@
+"""gRPC messages of ``inference.GRPCInferenceService`` to and from core types.
+
+Inputs come either in ``raw_input_contents`` (consumed in input order; what tritonclient always sends)
+or in the typed ``contents`` fields; mixing the two is refused. Outputs always go out as
+``raw_output_contents``, one entry per output in order, as Triton does and as tritonclient's
+``as_numpy`` and perf_analyzer expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from modelserve.core.datatypes import Datatype
+from modelserve.core.errors import DecodeError
+from modelserve.core.inference import InferRequest, InferResponse, ParameterValue, RequestedOutput
+from modelserve.protocol.parameters import parse_request_parameters
+from modelserve.protocol.tensor_codec import checked_datatype, checked_shape, tensor_from_raw, tensor_to_raw
+
+__all__ = ["decode_infer_request", "encode_infer_response", "parameter_values"]
+
+# Which InferTensorContents field carries each datatype, and the wider numpy type it arrives in.
+_CONTENTS: dict[Datatype, str] = {
+    Datatype.BOOL: "bool_contents",
+    Datatype.INT8: "int_contents",
+    Datatype.INT16: "int_contents",
+    Datatype.INT32: "int_contents",
+    Datatype.INT64: "int64_contents",
+    Datatype.UINT8: "uint_contents",
+    Datatype.UINT16: "uint_contents",
+    Datatype.UINT32: "uint_contents",
+    Datatype.UINT64: "uint64_contents",
+    Datatype.FP32: "fp32_contents",
+    Datatype.FP64: "fp64_contents",
+    Datatype.BYTES: "bytes_contents",
+}
+
+
+def parameter_values(parameters: Mapping[str, Any]) -> dict[str, ParameterValue]:
+    """InferParameter map to plain values (whichever oneof field is set)."""
+    values: dict[str, ParameterValue] = {}
+    for key, param in parameters.items():
+        which = param.WhichOneof("parameter_choice")
+        if which is None:
+            raise DecodeError(f"parameter '{key[:64]}' has no value set")
+        values[key] = getattr(param, which)
+    return values
+
+
+def _from_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
+    field = _CONTENTS.get(datatype)
+    if field is None:
+        raise DecodeError(f"{what}: {datatype.value} data must be sent in raw_input_contents")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise DecodeError(f"{what}: contents.{field} has {len(values)} elements but shape {list(shape)} needs {count}")
+    if datatype is Datatype.BYTES:
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    wide = np.array(values)
+    target = datatype.numpy_dtype
+    if datatype in (Datatype.INT8, Datatype.INT16, Datatype.UINT8, Datatype.UINT16) and count:
+        info = np.iinfo(target)  # type: ignore[type-var]
+        if wide.min() < info.min or wide.max() > info.max:
+            raise DecodeError(f"{what}: a value is outside the range of {datatype.value}")
+    return wide.astype(target).reshape(shape)
+
+
+def decode_infer_request(message: Any, max_tensor_bytes: int, max_requested_outputs: int) -> InferRequest:
+    """A ModelInferRequest to an :class:`InferRequest`. Raises :class:`DecodeError`."""
+    raw_contents = message.raw_input_contents
+    has_raw = len(raw_contents) > 0
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, Datatype] = {}
+    for index, tensor in enumerate(message.inputs):
+        name = tensor.name
+        if not name:
+            raise DecodeError(f"inputs[{index}] needs a name")
+        what = f"input '{name[:64]}'"
+        if name in inputs:
+            raise DecodeError(f"{what} appears twice in inputs")
+        datatype = checked_datatype(tensor.datatype, what)
+        shape, count = checked_shape(list(tensor.shape), datatype, max_tensor_bytes, what)
+        if has_raw:
+            if tensor.HasField("contents"):
+                raise DecodeError(
+                    f"{what} has 'contents' while the request also uses raw_input_contents; send all inputs one way"
+                )
+            if index >= len(raw_contents):
+                raise DecodeError(
+                    f"the request has {len(message.inputs)} inputs but only {len(raw_contents)} raw_input_contents"
+                )
+            inputs[name] = tensor_from_raw(raw_contents[index], datatype, shape, count, what)
+        else:
+            inputs[name] = _from_contents(tensor.contents, datatype, shape, count, what)
+        datatypes[name] = datatype
+    if has_raw and len(raw_contents) != len(message.inputs):
+        raise DecodeError(
+            f"the request has {len(raw_contents)} raw_input_contents for {len(message.inputs)} inputs; "
+            "send exactly one per input"
+        )
+    params = parse_request_parameters(parameter_values(message.parameters))
+    requested: tuple[RequestedOutput, ...] | None = None
+    if len(message.outputs):
+        if len(message.outputs) > max_requested_outputs:
+            raise DecodeError(
+                f"the request asks for {len(message.outputs)} outputs; at most {max_requested_outputs} are allowed"
+            )
+        requested = tuple(
+            RequestedOutput(name=o.name, parameters=parameter_values(o.parameters)) for o in message.outputs
+        )
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        inputs=inputs,
+        input_datatypes=datatypes,
+        id=message.id or None,
+        requested_outputs=requested,
+        parameters=params.custom,
+        priority=params.priority,
+        timeout_us=params.timeout_us,
+    )
+
+
+def encode_infer_response(response: InferResponse) -> Any:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
+    )
+    raw = message.raw_output_contents
+    for name, array in response.outputs.items():
+        datatype = response.output_datatypes[name]
+        message.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
+        raw.append(bytes(tensor_to_raw(array, datatype)))
+    return message

@@ -1,0 +1,171 @@
+"""Tensor data in and out of wire form: raw little-endian buffers and JSON lists.
+
+Every size a client declares is checked *before* any allocation: the element count of a declared shape is
+computed with exact integers and compared with the configured tensor limit, and raw buffers must match
+``count x itemsize`` exactly, so a request declaring ``[2**40]`` is refused without allocating anything.
+Raw buffers become numpy views (``frombuffer``), never per-element Python loops.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from modelserve.core.bytes_tensor import deserialize_bytes_tensor, serialize_bytes_tensor
+from modelserve.core.datatypes import Datatype, parse_datatype
+from modelserve.core.errors import DecodeError, EncodeError, ErrorCode
+
+__all__ = [
+    "checked_datatype",
+    "checked_shape",
+    "tensor_from_json",
+    "tensor_from_raw",
+    "tensor_to_json_data",
+    "tensor_to_raw",
+]
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def checked_datatype(name: Any, what: str) -> Datatype:
+    datatype = parse_datatype(name) if isinstance(name, str) else None
+    if datatype is None:
+        raise DecodeError(f"{what}: unknown datatype {name!r}; use one of {', '.join(dt.value for dt in Datatype)}")
+    return datatype
+
+
+def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: str) -> tuple[tuple[int, ...], int]:
+    """Validate a declared shape; return it and its element count. Never allocates."""
+    if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
+        raise DecodeError(f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"[:300])
+    if any(d < 0 for d in shape):
+        raise DecodeError(f"{what}: shape {list(shape)} has a negative dimension; dimensions must be >= 0")
+    if len(shape) > 32:
+        raise DecodeError(f"{what}: shape has {len(shape)} dimensions; at most 32 are allowed")
+    count = math.prod(shape)
+    itemsize = datatype.itemsize or 1  # BYTES: at least 4 bytes each on the wire, 1 is a lower bound
+    if count * itemsize > max_tensor_bytes:
+        raise DecodeError(
+            f"{what}: shape {list(shape)} declares {count} elements ({count * itemsize} bytes), over the "
+            f"server's limit of {max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes)",
+            code=ErrorCode.PAYLOAD_TOO_LARGE,
+        )
+    return tuple(shape), count
+
+
+def tensor_from_raw(
+    buffer: bytes | memoryview, datatype: Datatype, shape: tuple[int, ...], count: int, what: str
+) -> np.ndarray:
+    """A tensor from its binary form (a read-only view over ``buffer`` for fixed-size types)."""
+    if datatype is Datatype.BYTES:
+        return deserialize_bytes_tensor(buffer, count, what=what).reshape(shape)
+    expected = count * datatype.itemsize
+    if len(buffer) != expected:
+        raise DecodeError(
+            f"{what}: binary data is {len(buffer)} bytes but shape {list(shape)} of {datatype.value} needs "
+            f"{expected} bytes ({count} elements x {datatype.itemsize})"
+        )
+    dtype = datatype.numpy_dtype if _LITTLE_ENDIAN else datatype.numpy_dtype.newbyteorder("<")
+    array = np.frombuffer(buffer, dtype=dtype)
+    if datatype is Datatype.BOOL and count and array.view(np.uint8).max() > 1:
+        raise DecodeError(f"{what}: BOOL data must be bytes 0 or 1")
+    return array.reshape(shape)
+
+
+def _flatten(data: Any, max_depth: int, what: str) -> list[Any]:
+    """Row-major elements of a flat or nested list. Iterative, because the depth is client-controlled."""
+    if not isinstance(data, list):
+        return [data]
+    if not data or not isinstance(data[0], list):
+        return data
+    flat: list[Any] = []
+    stack: list[tuple[Iterator[Any], int]] = [(iter(data), 1)]
+    while stack:
+        items, depth = stack[-1]
+        for item in items:
+            if isinstance(item, list):
+                if depth >= max_depth:
+                    raise DecodeError(f"{what}: 'data' is nested deeper than {max_depth} levels")
+                stack.append((iter(item), depth + 1))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def tensor_from_json(
+    data: Any, datatype: Datatype, shape: tuple[int, ...], count: int, max_depth: int, what: str
+) -> np.ndarray:
+    """A tensor from a JSON ``data`` value (flat or nested list, or a bare scalar for shape ``[]``)."""
+    if datatype is Datatype.BF16:
+        raise DecodeError(f"{what}: BF16 data cannot travel as JSON; send it with the binary tensor extension")
+    flat = _flatten(data, max_depth, what)
+    if len(flat) != count:
+        raise DecodeError(
+            f"{what}: 'data' has {len(flat)} elements but shape {list(shape)} needs {count}; make the shape's "
+            "product equal the number of elements"
+        )
+    if datatype is Datatype.BYTES:
+        out = np.empty(count, dtype=object)
+        for index, item in enumerate(flat):
+            if isinstance(item, str):
+                out[index] = item.encode("utf-8")
+            else:
+                raise DecodeError(
+                    f"{what}: BYTES elements in JSON must be strings, element {index} is {type(item).__name__}"
+                )
+        return out.reshape(shape)
+    if any(isinstance(item, (str, list, dict)) or item is None for item in flat):
+        raise DecodeError(f"{what}: {datatype.value} 'data' must hold only numbers (or true/false for BOOL)")
+    if datatype is Datatype.BOOL:
+        if any(type(item) is not bool for item in flat):
+            raise DecodeError(f"{what}: BOOL 'data' must hold only true/false")
+    elif datatype.numpy_dtype.kind in ("i", "u") and any(type(item) is float for item in flat):
+        raise DecodeError(f"{what}: {datatype.value} 'data' must hold integers, not fractions")
+    try:
+        array = np.array(flat, dtype=datatype.numpy_dtype)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise DecodeError(f"{what}: a value does not fit {datatype.value}: {exc}") from exc
+    return array.reshape(shape)
+
+
+def tensor_to_raw(array: np.ndarray, datatype: Datatype) -> bytes | memoryview:
+    """The binary form of an output: little-endian row-major bytes, BYTES length-prefixed."""
+    if datatype is Datatype.BYTES:
+        try:
+            return serialize_bytes_tensor(array)
+        except TypeError as exc:
+            raise EncodeError(f"output holds a non-bytes element: {exc}", code=ErrorCode.INTERNAL) from exc
+    if not _LITTLE_ENDIAN:
+        array = array.astype(array.dtype.newbyteorder("<"))
+    contiguous = np.ascontiguousarray(array)
+    return contiguous.data.cast("B") if contiguous.size else b""
+
+
+def tensor_to_json_data(array: np.ndarray, datatype: Datatype, name: str) -> Any:
+    """A flat, JSON-ready view of an output (numpy arrays are serialized by orjson directly)."""
+    if datatype is Datatype.BF16:
+        raise EncodeError(f"output '{name}' is BF16, which cannot be sent as JSON; request it with binary_data")
+    flat = array.reshape(-1)
+    if datatype is Datatype.BYTES:
+        values: list[str] = []
+        for item in flat:
+            raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            try:
+                values.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise EncodeError(
+                    f"output '{name}' holds bytes that are not UTF-8 and cannot be sent as JSON; request it "
+                    'with "parameters": {"binary_data": true}'
+                ) from exc
+        return values
+    return flat
+
+
+def seq(values: Sequence[int]) -> list[int]:
+    return [int(v) for v in values]

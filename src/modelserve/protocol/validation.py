@@ -1,0 +1,93 @@
+"""Check a decoded request against the model's signature, before it is queued.
+
+Messages follow Triton's where clients may match on them (``unexpected inference output 'y' for model
+'m'``) and always say what the model expects.
+"""
+
+from __future__ import annotations
+
+from modelserve.core.errors import ValidationError
+from modelserve.core.inference import InferRequest
+from modelserve.core.signature import ModelSignature, TensorSpec
+
+__all__ = ["output_names_for", "validate_inputs"]
+
+
+def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
+
+
+def _expected(spec: TensorSpec, max_batch_size: int) -> str:
+    return str(spec.client_shape(max_batch_size))
+
+
+def validate_inputs(request: InferRequest, signature: ModelSignature) -> None:
+    """Raise :class:`ValidationError` unless every input is known, present, typed and shaped as declared."""
+    model = signature.name
+    max_batch = signature.max_batch_size
+    batch_sizes: set[int] = set()
+    for name, array in request.inputs.items():
+        spec = signature.input(name)
+        if spec is None:
+            raise ValidationError(
+                f"unexpected inference input '{name}' for model '{model}'; its inputs are "
+                f"{[s.name for s in signature.inputs]}"
+            )
+        datatype = request.input_datatypes[name]
+        if datatype is not spec.datatype:
+            raise ValidationError(
+                f"input '{name}' of model '{model}' has datatype {datatype.value} but the model expects "
+                f"{spec.datatype.value}"
+            )
+        shape = tuple(array.shape)
+        if max_batch > 0:
+            if len(shape) != len(spec.dims) + 1 or not _shape_matches(shape[1:], spec.dims):
+                raise ValidationError(
+                    f"input '{name}' of model '{model}' has shape {list(shape)} but the model expects "
+                    f"{_expected(spec, max_batch)} (first dimension = batch size, 1..{max_batch})"
+                )
+            if not 1 <= shape[0] <= max_batch:
+                raise ValidationError(
+                    f"input '{name}' of model '{model}' has batch size {shape[0]}; it must be 1..{max_batch} "
+                    "(max_batch_size); split the request"
+                )
+            batch_sizes.add(shape[0])
+        elif not _shape_matches(shape, spec.dims):
+            raise ValidationError(
+                f"input '{name}' of model '{model}' has shape {list(shape)} but the model expects "
+                f"{_expected(spec, max_batch)}"
+            )
+    if len(batch_sizes) > 1:
+        raise ValidationError(
+            f"inputs of model '{model}' disagree on the batch size (first dimension): {sorted(batch_sizes)}"
+        )
+    missing = [s.name for s in signature.inputs if not s.optional and s.name not in request.inputs]
+    if missing:
+        raise ValidationError(
+            f"model '{model}' expects input(s) {missing} that the request does not carry; "
+            f"send every input of {[s.name for s in signature.inputs]}"
+        )
+
+
+def output_names_for(request: InferRequest, signature: ModelSignature, max_requested: int) -> list[str]:
+    """The outputs to compute, in response order: the requested ones, else all the model's."""
+    if request.requested_outputs is None:
+        return list(signature.output_names)
+    if len(request.requested_outputs) > max_requested:
+        raise ValidationError(
+            f"the request asks for {len(request.requested_outputs)} outputs; at most {max_requested} are allowed"
+        )
+    names: list[str] = []
+    for output in request.requested_outputs:
+        if signature.output(output.name) is None:
+            raise ValidationError(
+                f"unexpected inference output '{output.name}' for model '{signature.name}'; its outputs are "
+                f"{list(signature.output_names)}"
+            )
+        if output.name in names:
+            raise ValidationError(f"output '{output.name}' is requested twice")
+        top_n = output.parameters.get("classification")
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValidationError(f"output '{output.name}': 'classification' must be a positive integer, got {top_n!r}")
+        names.append(output.name)
+    return names

@@ -1,0 +1,1 @@
+"""The model repository: configs, versions, loading and the lifecycle of loaded versions."""

@@ -1,0 +1,330 @@
+"""Loading and unloading models: one load per model at a time, however many callers race for it.
+
+Invariants:
+- A model loads at most once concurrently (single-flight): every caller that asks while a load runs
+  awaits that same load and gets its result or its error. A failed load leaves nothing behind and a
+  later call retries it.
+- A (re)load builds every new version completely (files read, runtimes loaded, scheduler made) off the
+  event loop before it is published; the switch from old versions to new ones is one assignment, then
+  the old ones drain (in-flight requests finish) and unload. A failed reload changes nothing.
+- Blocking work (file reads, session creation, worker start-up, unloading) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelserve.core.clock import Clock
+from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, RoutingError
+from modelserve.core.names import check_model_name, check_version
+from modelserve.observability.statistics import ModelVersionStatistics
+from modelserve.repository import model_config as mcfg
+from modelserve.repository.loaded import LoadedVersion, VersionState
+from modelserve.repository.scan import list_models, list_versions
+from modelserve.runtimes.base import LoadContext, Runtime
+from modelserve.scheduling.scheduler import DirectScheduler
+
+__all__ = ["IndexEntry", "ModelManager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: VersionState
+    reason: str
+
+
+@dataclass(slots=True)
+class _Model:
+    versions: dict[str, LoadedVersion]
+    state: VersionState
+    reason: str = ""
+
+
+class ModelManager:
+    """Owns every loaded model version. Use from the event loop thread only."""
+
+    def __init__(self, *, root: Path, max_queue_size: int, load_concurrency: int, clock: Clock) -> None:
+        self._root = root
+        self._max_queue_size = max_queue_size
+        self._load_concurrency = load_concurrency
+        self._clock = clock
+        self._models: dict[str, _Model] = {}
+        self._loads: dict[str, asyncio.Task[None]] = {}
+        self._load_slots: asyncio.Semaphore | None = None
+        self._ignored_warned: set[str] = set()
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        """Models in the repository folder, whether loaded or not."""
+        try:
+            return list_models(self._root)
+        except OSError:
+            return []
+
+    def is_known(self, name: str) -> bool:
+        return name in self._models or (self._root / name / "").is_dir()
+
+    def is_loaded(self, name: str) -> bool:
+        model = self._models.get(name)
+        return model is not None and bool(model.versions)
+
+    def get(self, name: str, version: str) -> LoadedVersion:
+        """The loaded version to serve ``name``/``version`` ("" = the highest ready version).
+
+        Raises :class:`RoutingError`: NOT_FOUND for an unknown model or version, UNAVAILABLE for a known
+        model that is not loaded or not ready.
+        """
+        model = self._models.get(name)
+        if model is None or not model.versions:
+            if model is not None and model.state is VersionState.LOADING:
+                raise RoutingError(
+                    f"model '{name}' is loading; retry shortly", code=ErrorCode.UNAVAILABLE, retry_after_s=1
+                )
+            if model is not None or self.is_known(name):
+                reason = f": {model.reason}" if model is not None and model.reason else ""
+                raise RoutingError(
+                    f"model '{name}' is not loaded{reason}; load it with POST /v2/repository/models/{name}/load",
+                    code=ErrorCode.UNAVAILABLE,
+                )
+            raise RoutingError(
+                f"unknown model '{name}': no such model in the repository; GET /v2/repository/index lists the models"
+            )
+        if not version:
+            return model.versions[max(model.versions, key=int)]
+        loaded = model.versions.get(version)
+        if loaded is None:
+            raise RoutingError(
+                f"model '{name}' has no version '{version}' loaded; loaded versions: {sorted(model.versions, key=int)}"
+            )
+        return loaded
+
+    def loaded_versions(self, name: str | None = None) -> list[LoadedVersion]:
+        names = [name] if name is not None else sorted(self._models)
+        return [
+            loaded
+            for model_name in names
+            if model_name in self._models
+            for _, loaded in sorted(self._models[model_name].versions.items(), key=lambda kv: int(kv[0]))
+        ]
+
+    def all_ready(self) -> bool:
+        """Strict readiness: every model asked to load is loaded and every loaded version can serve."""
+        return all(
+            model.state is VersionState.READY and all(v.is_ready for v in model.versions.values())
+            for model in self._models.values()
+            if model.state is not VersionState.UNKNOWN
+        )
+
+    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        entries: list[IndexEntry] = []
+        for name in sorted(set(self.model_names()) | set(self._models)):
+            model = self._models.get(name)
+            if model is None or not model.versions:
+                if not ready_only:
+                    state = model.state if model is not None else VersionState.UNKNOWN
+                    entries.append(IndexEntry(name, "", state, model.reason if model is not None else ""))
+                continue
+            for version, loaded in sorted(model.versions.items(), key=lambda kv: int(kv[0])):
+                state = VersionState.READY if loaded.is_ready else VersionState.UNAVAILABLE
+                if ready_only and state is not VersionState.READY:
+                    continue
+                entries.append(IndexEntry(name, version, state, "" if loaded.is_ready else "not healthy"))
+        return entries
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) ``name``. Concurrent calls share one load. Raises :class:`ModelLoadError`.
+
+        The load runs as a task the manager owns, not in the caller: a caller that goes away (client
+        disconnect) cancels only its own wait, never the load the others are waiting for.
+        """
+        check_model_name(name)
+        task = self._loads.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(name), name=f"load-{name}")
+            self._loads[name] = task
+            task.add_done_callback(self._load_finished)
+        await asyncio.shield(task)
+
+    def _load_finished(self, task: asyncio.Task[None]) -> None:
+        for name, pending in list(self._loads.items()):
+            if pending is task:
+                del self._loads[name]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter already got it, or none was left to care
+
+    async def ensure_loaded(self, name: str) -> None:
+        """Load ``name`` unless it is loaded already; the on-demand path of the first request."""
+        if not self.is_loaded(name):
+            await self.load(name)
+
+    async def _load(self, name: str) -> None:
+        if not (self._root / name).is_dir():
+            raise RoutingError(f"unknown model '{name}': no folder '{name}' in the model repository")
+        model = self._models.setdefault(name, _Model(versions={}, state=VersionState.UNKNOWN))
+        if not model.versions:
+            model.state = VersionState.LOADING
+        if self._load_slots is None:
+            self._load_slots = asyncio.Semaphore(self._load_concurrency)
+        try:
+            async with self._load_slots:
+                new_versions = await asyncio.to_thread(self._load_blocking, name)
+        except ModelServeError as exc:
+            if not model.versions:
+                model.state, model.reason = VersionState.UNAVAILABLE, exc.message
+            log.error("model %s failed to load: %s", name, exc.message)
+            raise
+        except Exception as exc:
+            message = f"model '{name}' failed to load: {type(exc).__name__}"
+            if not model.versions:
+                model.state, model.reason = VersionState.UNAVAILABLE, message
+            log.exception("model %s failed to load", name)
+            raise ModelLoadError(message, code=ErrorCode.INTERNAL) from exc
+        old = model.versions
+        model.versions, model.state, model.reason = new_versions, VersionState.READY, ""
+        log.info("model %s ready, versions %s", name, sorted(new_versions, key=int))
+        await self._retire(old.values())
+
+    def _load_blocking(self, name: str) -> dict[str, LoadedVersion]:
+        model_dir = self._root / name
+        config = mcfg.read_model_config(model_dir, name)
+        available = list_versions(model_dir)
+        chosen = mcfg.select_versions(config, available)
+        if not chosen:
+            raise ModelLoadError(
+                f"model '{name}': no version folder matches its version_policy (found {sorted(available)}); "
+                f"add a numeric folder such as '{name}/1/'"
+            )
+        loaded: dict[str, LoadedVersion] = {}
+        try:
+            for number in chosen:
+                version_config = mcfg.new_model_config()
+                version_config.CopyFrom(config)
+                loaded[str(number)] = self._load_version(version_config, model_dir / str(number), str(number))
+        except BaseException:
+            for version in loaded.values():
+                self._unload_blocking(version)
+            raise
+        return loaded
+
+    def _load_version(self, config: mcfg.ModelConfig, version_dir: Path, version: str) -> LoadedVersion:
+        kind = mcfg.resolve_runtime(config, version_dir)
+        filename = config.default_model_filename or kind.default_filename
+        if not (version_dir / filename).is_file():
+            raise ModelLoadError(f"model '{config.name}' version {version}: no '{filename}' in its version folder")
+        signature = mcfg.signature_of(config) if config.input and config.output else None
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
+        count = sum(group.count or 1 for group in config.instance_group) or 1
+        runtimes: list[Runtime] = []
+        try:
+            for index in range(count):
+                context = LoadContext(
+                    model_name=config.name,
+                    version=version,
+                    version_dir=version_dir,
+                    model_filename=filename,
+                    signature=signature,
+                    parameters=parameters,
+                    instance_index=index,
+                )
+                runtime = kind.create(context)
+                metadata = runtime.load()
+                runtimes.append(runtime)
+                if index == 0:
+                    mcfg.complete_and_check(config, metadata, filename)
+                    signature = mcfg.signature_of(config)
+        except BaseException:
+            for runtime in runtimes:
+                runtime.unload()
+            raise
+        assert signature is not None
+        ignored = mcfg.ignored_fields(config)
+        if ignored and config.name not in self._ignored_warned:
+            self._ignored_warned.add(config.name)
+            log.warning("model %s: config fields not acted on by this server: %s", config.name, ", ".join(ignored))
+        statistics = ModelVersionStatistics(name=config.name, version=version)
+        scheduler = DirectScheduler(
+            signature=signature,
+            version=version,
+            runtimes=runtimes,
+            statistics=statistics,
+            max_queue_size=self._max_queue_size,
+            clock=self._clock,
+        )
+        return LoadedVersion(
+            name=config.name,
+            version=version,
+            config=config,
+            signature=signature,
+            runtimes=runtimes,
+            scheduler=scheduler,
+            statistics=statistics,
+        )
+
+    # -- unloading -------------------------------------------------------------------------------
+
+    async def unload(self, name: str, *, drain_timeout_s: float = 30.0) -> None:
+        """Stop serving ``name``: new requests are refused, in-flight ones finish, then it unloads."""
+        check_model_name(name)
+        pending = self._loads.get(name)
+        if pending is not None:
+            # Never unload under a load in progress: let it finish, then unload what it published.
+            await asyncio.gather(asyncio.shield(pending), return_exceptions=True)
+        model = self._models.get(name)
+        if model is None:
+            if not self.is_known(name):
+                raise RoutingError(f"unknown model '{name}': no such model in the repository")
+            return
+        old = model.versions
+        model.versions, model.state, model.reason = {}, VersionState.UNAVAILABLE, "unloaded"
+        await self._retire(old.values(), drain_timeout_s=drain_timeout_s)
+
+    async def _retire(self, versions: Iterable[LoadedVersion], *, drain_timeout_s: float = 30.0) -> None:
+        for version in versions:
+            finished = await version.scheduler.drain(drain_timeout_s)
+            if not finished:
+                log.warning(
+                    "model %s version %s: requests still running after %.0f s drain; unloading anyway",
+                    version.name,
+                    version.version,
+                    drain_timeout_s,
+                )
+            version.scheduler.close()
+            await asyncio.to_thread(self._unload_blocking, version)
+
+    @staticmethod
+    def _unload_blocking(version: LoadedVersion) -> None:
+        version.scheduler.close()
+        for runtime in version.runtimes:
+            try:
+                runtime.unload()
+            except Exception:
+                log.exception("model %s version %s: unload failed", version.name, version.version)
+
+    async def load_all(self, names: Iterable[str]) -> None:
+        """Load ``names`` in parallel (bounded); failures are logged and leave the model UNAVAILABLE."""
+        results = await asyncio.gather(*(self.load(n) for n in names), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+
+    async def close(self, drain_timeout_s: float) -> None:
+        """Drain and unload every model (server shutdown); loads still running are awaited first."""
+        await asyncio.gather(*self._loads.values(), return_exceptions=True)
+        names = list(self._models)
+        await asyncio.gather(*(self.unload(n, drain_timeout_s=drain_timeout_s) for n in names))
+
+    @staticmethod
+    def check_request_target(name: str, version: str) -> None:
+        check_model_name(name)
+        check_version(version)

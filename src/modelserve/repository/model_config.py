@@ -1,0 +1,269 @@
+"""Triton's ``config.pbtxt``: parse it into Triton's own ``ModelConfig`` message, complete it from the
+model file, check that the two agree, and derive the :class:`ModelSignature` the server validates against.
+
+The message class is the generated ``model_config_pb2`` that ships with tritonclient, so every field
+Triton knows parses here, and fields we do not act on are reported once at load (see
+:func:`ignored_fields`) rather than rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from modelserve.core.datatypes import Datatype, datatype_from_config_enum
+from modelserve.core.errors import ModelLoadError
+from modelserve.core.signature import ModelSignature, TensorSpec
+from modelserve.runtimes.base import RuntimeMetadata
+from modelserve.runtimes.registry import SUPPORTED, RuntimeKind, runtime_kind_for, runtime_kind_for_file
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "ModelConfig",
+    "complete_and_check",
+    "ignored_fields",
+    "new_model_config",
+    "read_model_config",
+    "resolve_runtime",
+    "select_versions",
+    "signature_of",
+]
+
+CONFIG_FILENAME = "config.pbtxt"
+# tritonclient ships no type information for its generated messages, so the alias is ``Any`` to mypy.
+ModelConfig: TypeAlias = Any
+
+
+def new_model_config() -> ModelConfig:
+    return mc.ModelConfig()
+
+# Default batch cap for models whose config we complete ourselves (Triton's default-max-batch-size).
+AUTOCOMPLETE_MAX_BATCH_SIZE = 4
+
+# Fields we parse but do not act on (yet); reported once at load so nobody thinks they are in force.
+_IGNORED_FIELDS = (
+    "batch_input",
+    "batch_output",
+    "optimization",
+    "dynamic_batching",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "cc_model_filenames",
+    "metric_tags",
+    "model_warmup",
+    "model_operations",
+    "model_transaction_policy",
+    "model_repository_agents",
+    "response_cache",
+    "model_metrics",
+    "runtime",
+)
+
+
+def read_model_config(model_dir: Path, name: str) -> ModelConfig:
+    """Parse ``<model_dir>/config.pbtxt``; a model without one gets an empty config named after its folder.
+
+    Raises :class:`ModelLoadError` naming the file and the parser's line/column on a syntax error.
+    """
+    config = mc.ModelConfig()
+    path = model_dir / CONFIG_FILENAME
+    if path.is_file():
+        try:
+            text_format.Parse(path.read_text(encoding="utf-8"), config)
+        except text_format.ParseError as exc:
+            raise ModelLoadError(
+                f"model '{name}': {CONFIG_FILENAME} does not parse as a Triton ModelConfig: {exc}"
+            ) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"model '{name}': cannot read {CONFIG_FILENAME}: {type(exc).__name__}") from exc
+    if not config.name:
+        config.name = name
+    elif config.name != name:
+        raise ModelLoadError(
+            f"model folder '{name}' holds a config.pbtxt named '{config.name}'; the name must match the folder"
+        )
+    if config.max_batch_size < 0:
+        raise ModelLoadError(f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}")
+    return config
+
+
+def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKind:
+    """Pick the runtime from ``backend``/``platform``, else from the model file in ``version_dir``.
+
+    Fills ``platform`` and ``backend`` in the config (what model metadata and ``/config`` report).
+    """
+    kind = runtime_kind_for(config.platform, config.backend)
+    if kind is None and (config.platform or config.backend):
+        raise ModelLoadError(
+            f"model '{config.name}': platform '{config.platform}' / backend '{config.backend}' is not "
+            f"supported; use one of {', '.join(SUPPORTED)}"
+        )
+    if kind is None and version_dir is not None:
+        filename = config.default_model_filename
+        candidates = [filename] if filename else sorted(p.name for p in version_dir.iterdir())
+        for candidate in candidates:
+            kind = runtime_kind_for_file(candidate)
+            if kind is not None:
+                break
+    if kind is None:
+        raise ModelLoadError(
+            f"model '{config.name}': no platform or backend in config.pbtxt and no model.onnx, model.skops "
+            'or model.py in its version folder; set backend: "onnxruntime", "sklearn" or "python"'
+        )
+    if not config.platform:
+        config.platform = kind.platform
+    if not config.backend:
+        config.backend = kind.backend
+    return kind
+
+
+def ignored_fields(config: ModelConfig) -> list[str]:
+    """Config fields that are set but that this server does not act on."""
+    return [name for name in _IGNORED_FIELDS if _is_set(config, name)]
+
+
+def _is_set(config: ModelConfig, name: str) -> bool:
+    field = config.DESCRIPTOR.fields_by_name[name]
+    if field.label == field.LABEL_REPEATED:
+        return len(getattr(config, name)) > 0
+    if field.message_type is not None:
+        return bool(config.HasField(name))
+    return bool(getattr(config, name))
+
+
+def _datatype(config: ModelConfig, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> Datatype:
+    enum_name = mc.DataType.Name(tensor.data_type)
+    datatype = datatype_from_config_enum(enum_name)
+    if datatype is None:
+        raise ModelLoadError(
+            f"model '{config.name}': {kind} '{tensor.name}' has data_type {enum_name}; set a TYPE_* such as TYPE_FP32"
+        )
+    return datatype
+
+
+def _spec(config: ModelConfig, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> TensorSpec:
+    if not tensor.name:
+        raise ModelLoadError(f"model '{config.name}': an {kind} in config.pbtxt has no name")
+    dims = tuple(int(d) for d in tensor.dims)
+    if any(d < -1 for d in dims):
+        raise ModelLoadError(f"model '{config.name}': {kind} '{tensor.name}' has dims {list(dims)}; use -1 or >= 0")
+    reshape = tuple(int(d) for d in tensor.reshape.shape) if tensor.HasField("reshape") else None
+    optional = bool(getattr(tensor, "optional", False))
+    return TensorSpec(
+        name=tensor.name,
+        datatype=_datatype(config, kind, tensor),
+        dims=dims,
+        model_shape=reshape,
+        optional=optional,
+    )
+
+
+def signature_of(config: ModelConfig) -> ModelSignature:
+    """The signature clients see. Raises :class:`ModelLoadError` for bad tensors or duplicate names."""
+    inputs = tuple(_spec(config, "input", t) for t in config.input)
+    outputs = tuple(_spec(config, "output", t) for t in config.output)
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        names = [s.name for s in specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ModelLoadError(f"model '{config.name}': {kind} names repeat in config.pbtxt: {duplicates}")
+    return ModelSignature(
+        name=config.name,
+        platform=config.platform or config.backend,
+        max_batch_size=int(config.max_batch_size),
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def _fill(config: ModelConfig, declared: Sequence[TensorSpec], kind: str) -> None:
+    batching = config.max_batch_size > 0
+    target = config.input if kind == "input" else config.output
+    for spec in declared:
+        tensor = target.add()
+        tensor.name = spec.name
+        tensor.data_type = mc.DataType.Value(spec.datatype.config_enum)
+        tensor.dims.extend(spec.dims[1:] if batching else spec.dims)
+
+
+def complete_and_check(config: ModelConfig, metadata: RuntimeMetadata, model_filename: str) -> None:
+    """Fill missing inputs/outputs from what the model file declares, then check the two agree.
+
+    Triton's auto-complete rule for batching: a model whose every tensor has a variable first dimension
+    gets ``max_batch_size`` = 4 when the config gave none. Raises :class:`ModelLoadError` naming both
+    the config's and the file's view on any disagreement.
+    """
+    if not metadata.inputs and not metadata.outputs:
+        if not config.input or not config.output:
+            raise ModelLoadError(
+                f"model '{config.name}': config.pbtxt must list its input and output tensors; "
+                f"{model_filename} does not declare them"
+            )
+        return
+    if not config.input and not config.output and config.max_batch_size == 0:
+        tensors = [*metadata.inputs, *metadata.outputs]
+        if tensors and all(t.dims and t.dims[0] == -1 for t in tensors):
+            config.max_batch_size = AUTOCOMPLETE_MAX_BATCH_SIZE
+    if not config.input:
+        _fill(config, metadata.inputs, "input")
+    if not config.output:
+        _fill(config, metadata.outputs, "output")
+    _check(config, metadata, model_filename)
+
+
+def _check(config: ModelConfig, metadata: RuntimeMetadata, model_filename: str) -> None:
+    batching = config.max_batch_size > 0
+    for kind, configured, declared in (
+        ("input", config.input, metadata.inputs),
+        ("output", config.output, metadata.outputs),
+    ):
+        by_name = {t.name: t for t in declared}
+        for tensor in configured:
+            spec = _spec(config, kind, tensor)
+            model_tensor = by_name.get(spec.name)
+            where = f"model '{config.name}': config.pbtxt {kind} '{spec.name}'"
+            if model_tensor is None:
+                raise ModelLoadError(f"{where} is not in {model_filename}, which declares {kind}s {sorted(by_name)}")
+            if model_tensor.datatype is not spec.datatype:
+                raise ModelLoadError(
+                    f"{where} has data_type {spec.datatype.config_enum} but {model_filename} declares "
+                    f"{model_tensor.datatype.value}"
+                )
+            expected = ((-1,) if batching else ()) + (spec.model_shape if spec.model_shape is not None else spec.dims)
+            if not _shapes_agree(expected, model_tensor.dims):
+                raise ModelLoadError(
+                    f"{where} has shape {list(expected)} (batch dim included) but {model_filename} declares "
+                    f"{list(model_tensor.dims)}"
+                    + ("; with max_batch_size > 0 the model's first dimension must be variable" if batching else "")
+                )
+        if kind == "input":
+            named = {t.name for t in configured}
+            missing = [t.name for t in declared if t.name not in named]
+            if missing:
+                raise ModelLoadError(
+                    f"model '{config.name}': {model_filename} needs inputs {missing} that config.pbtxt does not list"
+                )
+
+
+def _shapes_agree(config_shape: Sequence[int], model_shape: Sequence[int]) -> bool:
+    if len(config_shape) != len(model_shape):
+        return False
+    return all(c == m or c == -1 or m == -1 for c, m in zip(config_shape, model_shape, strict=True))
+
+
+def select_versions(config: ModelConfig, available: Sequence[int]) -> list[int]:
+    """The versions to serve under ``version_policy`` (default: the latest one), highest first."""
+    ordered = sorted(set(available), reverse=True)
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        return ordered
+    if which == "specific":
+        wanted = {int(v) for v in policy.specific.versions}
+        return [v for v in ordered if v in wanted]
+    count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions > 0 else 1
+    return ordered[:count]

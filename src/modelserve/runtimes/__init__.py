@@ -1,0 +1,1 @@
+"""Model backends behind the :class:`~modelserve.runtimes.base.Runtime` protocol."""

@@ -1,0 +1,1 @@
+"""The python runtime: a user's ``model.py`` run in worker processes (it holds the GIL)."""

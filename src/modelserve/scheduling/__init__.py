@@ -1,0 +1,1 @@
+"""Admission, queues and execution: who runs when, and on which runtime instance."""

@@ -1,0 +1,1 @@
+"""The gRPC front end: ``inference.GRPCInferenceService`` on grpc.aio."""

@@ -1,0 +1,301 @@
+"""The REST API as a plain ASGI application (no framework: the routes are few and the hot path short).
+
+Routes (``[/versions/{v}]`` optional everywhere it appears):
+
+=======  =============================================  ==========================================
+GET      /v2/health/live, /v2/health/ready               200, or 503 when not ready
+GET      /v2                                             server metadata
+GET      /v2/models/{m}[/versions/{v}]                   model metadata
+GET      /v2/models/{m}[/versions/{v}]/ready             200, 503 not ready, 404 unknown
+GET      /v2/models/{m}[/versions/{v}]/config            Triton ModelConfig as JSON
+POST     /v2/models/{m}[/versions/{v}]/infer             inference, JSON or binary tensors
+GET      /v2/models[/{m}[/versions/{v}]]/stats           statistics extension
+POST     /v2/repository/index                            repository index
+POST     /v2/repository/models/{m}/load|unload           model control (explicit mode only)
+=======  =============================================  ==========================================
+
+Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from modelserve.config import LimitSettings
+from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
+from modelserve.protocol import documents
+from modelserve.protocol.api import InferenceAPI
+from modelserve.protocol.rest_codec import (
+    RestLimits,
+    decode_infer_request,
+    encode_infer_response,
+    parse_json_body,
+)
+from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
+from modelserve.transport.http.errors import HTTP_STATUS
+
+__all__ = ["HttpApp"]
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+_JSON = b"application/json"
+_BINARY = b"application/octet-stream"
+_UNSUPPORTED_PREFIXES = ("systemsharedmemory", "cudasharedmemory", "trace", "logging")
+_COMPRESS_MIN_BYTES = 256
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = _JSON,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, document: Any, status: int = 200) -> None:
+    await _send(send, status, orjson.dumps(document))
+
+
+async def _send_error(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _send(send, status, orjson.dumps({"error": message}), extra=extra)
+
+
+def _pick_encoding(accept: bytes | None) -> str | None:
+    if not accept:
+        return None
+    offered = {}
+    for part in accept.decode("latin-1").lower().split(","):
+        token, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        offered[token.strip()] = quality
+    for encoding in ("gzip", "deflate"):
+        if offered.get(encoding, 0.0) > 0:
+            return encoding
+    return None
+
+
+def _compress(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    else:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
+class HttpApp:
+    """ASGI callable. Holds the API and the request limits; no state of its own."""
+
+    def __init__(self, api: InferenceAPI, limits: LimitSettings) -> None:
+        self._api = api
+        self._limits = limits
+        self._rest_limits = RestLimits(
+            max_tensor_bytes=limits.max_tensor_bytes,
+            max_json_depth=limits.max_json_depth,
+            max_requested_outputs=limits.max_requested_outputs,
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._dispatch(scope, receive, send)
+        except _HttpError as exc:
+            await _send_error(send, exc.status, exc.message, exc.headers)
+        except ModelServeError as exc:
+            extra = [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else None
+            if exc.code is ErrorCode.UNSUPPORTED and "Content-Encoding" in exc.message:
+                extra = [(b"accept-encoding", b"gzip, deflate")]
+            await _send_error(send, HTTP_STATUS[exc.code], exc.message, extra)
+        except ClientDisconnected:
+            return
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
+            await _send_error(send, 500, "internal server error; the server log has the details")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _body(self, scope: dict[str, Any], receive: Receive) -> bytes | bytearray:
+        limits = self._limits
+        raw_length = _header(scope, b"content-length")
+        content_length = None
+        if raw_length is not None:
+            try:
+                content_length = int(raw_length)
+            except ValueError:
+                raise DecodeError("Content-Length is not a number") from None
+        body = await read_body(receive, content_length, limits.max_request_bytes, limits.max_body_chunks)
+        encoding = _header(scope, b"content-encoding")
+        if encoding:
+            return decompress(body, encoding.decode("latin-1"), limits.max_request_bytes)
+        return body
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if not path.startswith("/v2"):
+            raise _HttpError(404, "Not Found")
+        parts = [p for p in path[3:].strip("/").split("/") if p] if path != "/v2" else []
+        head = parts[0] if parts else ""
+        if not parts:
+            self._allow(method, "GET")
+            await _send_json(send, self._api.server_metadata())
+        elif head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            self._allow(method, "GET")
+            ok = self._api.is_live() if parts[1] == "live" else self._api.is_ready()
+            if ok:
+                await _send(send, 200, b"")
+            else:
+                await _send_error(send, 503, "the server is not ready (loading models, or shutting down)")
+        elif head == "models":
+            await self._models(parts[1:], method, scope, receive, send)
+        elif head == "repository":
+            await self._repository(parts[1:], method, scope, receive, send)
+        elif head in _UNSUPPORTED_PREFIXES:
+            raise _HttpError(501, f"the '{head}' extension is not supported by this server")
+        else:
+            raise _HttpError(404, "Not Found")
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise _HttpError(405, f"Method Not Allowed: use {allowed}", [(b"allow", allowed.encode())])
+
+    async def _models(self, parts: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        api = self._api
+        if parts == ["stats"]:
+            self._allow(method, "GET")
+            await _send_json(send, documents.statistics_document(await api.statistics("", "")))
+            return
+        if not parts or not parts[0]:
+            raise _HttpError(404, "Not Found")
+        name, rest = parts[0], parts[1:]
+        version = ""
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1:
+            raise _HttpError(404, "Not Found")
+        if action == "infer":
+            self._allow(method, "POST")
+            await self._infer(name, version, scope, receive, send)
+        elif action == "":
+            self._allow(method, "GET")
+            await _send_json(send, documents.metadata_document(await api.model_metadata(name, version)))
+        elif action == "ready":
+            self._allow(method, "GET")
+            if await api.is_model_ready(name, version):
+                await _send(send, 200, b"")
+            else:
+                await _send_error(send, 503, f"model '{name}' is not ready")
+        elif action == "config":
+            self._allow(method, "GET")
+            await _send_json(send, documents.config_document(await api.model_config(name, version)))
+        elif action == "stats":
+            self._allow(method, "GET")
+            await _send_json(send, documents.statistics_document(await api.statistics(name, version)))
+        else:
+            raise _HttpError(404, "Not Found")
+
+    async def _infer(self, name: str, version: str, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        body = await self._body(scope, receive)
+        raw_header_length = _header(scope, b"inference-header-content-length")
+        header_length = None
+        if raw_header_length is not None:
+            try:
+                header_length = int(raw_header_length)
+            except ValueError:
+                raise DecodeError("Inference-Header-Content-Length is not a number") from None
+            if header_length < 0:
+                raise DecodeError("Inference-Header-Content-Length must be >= 0")
+        decoded = decode_infer_request(body, header_length, name, version, self._rest_limits)
+        response = await self._api.infer(decoded.request)
+        payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
+        extra: list[tuple[bytes, bytes]] = []
+        content_type = _JSON
+        if json_length is not None:
+            content_type = _BINARY
+            extra.append((b"inference-header-content-length", str(json_length).encode()))
+        encoding = _pick_encoding(_header(scope, b"accept-encoding"))
+        if encoding is not None and len(payload) >= _COMPRESS_MIN_BYTES:
+            payload = _compress(payload, encoding)
+            extra.append((b"content-encoding", encoding.encode()))
+        await _send(send, 200, payload, content_type, extra)
+
+    async def _repository(
+        self, parts: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        api = self._api
+        if parts == ["index"]:
+            self._allow(method, "POST")
+            body = self._json_object(await self._body(scope, receive))
+            ready = body.get("ready", False)
+            if not isinstance(ready, bool):
+                raise DecodeError("'ready' must be true or false")
+            await _send_json(send, documents.index_document(api.repository_index(ready_only=ready)))
+            return
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            self._allow(method, "POST")
+            body = self._json_object(await self._body(scope, receive))
+            parameters = body.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise DecodeError("'parameters' must be a JSON object")
+            if parts[2] == "load":
+                await api.load_model(parts[1], parameters)
+            else:
+                await api.unload_model(parts[1], parameters)
+            await _send(send, 200, b"")
+            return
+        raise _HttpError(404, "Not Found")
+
+    @staticmethod
+    def _json_object(body: bytes | bytearray) -> dict[str, Any]:
+        if not body.strip():
+            return {}
+        document = parse_json_body(body)
+        if not isinstance(document, dict):
+            raise DecodeError("the request body must be a JSON object")
+        return document

@@ -1,0 +1,51 @@
+"""SIGTERM: readiness turns false, new requests get 503, in-flight requests finish, exit code 0."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.model_builders import write_python_model
+from tests.runtimes.test_python_runtime import SLOW_MODEL, slow_config
+from tests.server_process import ServerProcess, port_is_free
+
+
+def _call(url: str, seconds: float) -> httpx.Response:
+    body = {"inputs": [{"name": "seconds", "shape": [1], "datatype": "FP32", "data": [seconds]}]}
+    return httpx.post(f"{url}/v2/models/slow/infer", json=body, timeout=30)
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_python_model(repo / "slow", SLOW_MODEL, slow_config(tmp_path))
+    server = ServerProcess(repo)
+    server.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            in_flight = pool.submit(_call, server.http_url, 1.5)
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "busy.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            # Bounded wait for the drain to begin: readiness turns false (503), liveness stays.
+            deadline = time.monotonic() + 5
+            ready = 200
+            while ready == 200 and time.monotonic() < deadline:
+                ready = httpx.get(f"{server.http_url}/v2/health/ready", timeout=1).status_code
+            assert ready == 503
+            refused = _call(server.http_url, 0)
+            assert refused.status_code == 503
+            assert "shutting down" in refused.json()["error"]
+            finished = in_flight.result(timeout=20)
+            assert finished.status_code == 200
+        assert server.process.wait(timeout=20) == 0
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+    assert port_is_free(server.http_port) and port_is_free(server.grpc_port)
