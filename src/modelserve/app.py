@@ -9,6 +9,7 @@ the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -87,14 +88,18 @@ class Server:
 
         grpc_server = None
         if settings.grpc.enabled:
-            grpc_server = grpc.aio.server(
+            grpc_server = grpc.server(
+                concurrent.futures.ThreadPoolExecutor(
+                    max_workers=settings.grpc.worker_threads, thread_name_prefix="grpc"
+                ),
                 options=[
                     ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
                     ("grpc.max_send_message_length", 2**31 - 1),
                     ("grpc.so_reuseport", 0),
-                ]
+                ],
+                maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
             )
-            add_to_server(InferenceServicer(api, settings.limits), grpc_server)
+            add_to_server(InferenceServicer(api, settings.limits, loop), grpc_server)
             address = f"{settings.server.host}:{settings.grpc.port}"
             if grpc_server.add_insecure_port(address) == 0:
                 log.error("cannot listen for gRPC on %s", address)
@@ -120,7 +125,7 @@ class Server:
             async with asyncio.TaskGroup() as group:
                 # Listeners start at once (live), loading happens behind them (ready when done).
                 if grpc_server is not None:
-                    await grpc_server.start()
+                    grpc_server.start()
                 http_task = group.create_task(http_server.serve()) if http_server is not None else None
                 load_task = group.create_task(manager.load_all(self._models_to_load(manager)))
                 log.info(
@@ -150,7 +155,8 @@ class Server:
                 if http_server is not None:
                     http_server.should_exit = True
                 if grpc_server is not None:
-                    await grpc_server.stop(grace=1.0)
+                    stopped = grpc_server.stop(grace=1.0)
+                    await asyncio.to_thread(stopped.wait, 5.0)
                 await manager.close(drain_timeout_s=1.0)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -59,6 +59,12 @@ class HttpSettings(_Group):
 class GrpcSettings(_Group):
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
     enabled: bool = True
+    worker_threads: int = Field(
+        32, ge=1, description="Threads serving gRPC calls; each waits while its request is queued or runs."
+    )
+    max_concurrent_rpcs: int = Field(
+        4096, ge=1, description="Calls accepted at once; over it grpcio answers RESOURCE_EXHAUSTED."
+    )
 
 
 class LimitSettings(_Group):

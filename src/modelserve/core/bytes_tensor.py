@@ -44,6 +44,12 @@ def deserialize_bytes_tensor(buffer: bytes | memoryview, count: int, *, what: st
     ``input 'text'``) when a length runs past the end, too few elements are present, or bytes are left over.
     """
     view = memoryview(buffer)
+    if 4 * count > len(view):
+        # Checked before allocating: a tiny buffer must not make us build a huge object array.
+        raise DecodeError(
+            f"{what}: {len(view)} bytes cannot hold {count} BYTES elements (each needs at least a 4-byte "
+            "length prefix); the shape's element count must match the serialized elements"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     end = len(view)

@@ -5,11 +5,13 @@ batch of 8 rows adds 8); ``execution_count`` counts runtime calls; ``batch_stats
 size actually executed. Every admitted request is counted in ``queue`` (perf_analyzer finds the version
 it measures by which ``queue.count`` grew).
 
-Updated only from the event loop thread, so plain integer adds need no lock.
+Updated from the event loop and from gRPC threads; one uncontended lock per record keeps the counts
+exact (``x += 1`` is not atomic across threads).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from modelserve.core.clock import wall_time_ms
@@ -48,9 +50,18 @@ class ModelVersionStatistics:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record_queue(self, ns: int) -> None:
+        with self._lock:
+            self.queue.add(ns)
 
     def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One runtime call that ran ``batch_size`` samples."""
+        with self._lock:
+            self._record_execution(batch_size, input_ns, infer_ns, output_ns)
+
+    def _record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         self.execution_count += 1
         self.inference_count += batch_size
         self.compute_input.add(input_ns)
@@ -65,5 +76,7 @@ class ModelVersionStatistics:
 
     def record_request(self, *, succeeded: bool, total_ns: int) -> None:
         """One request finished (end to end inside the server)."""
-        self.last_inference_ms = wall_time_ms()
-        (self.success if succeeded else self.fail).add(total_ns)
+        now_ms = wall_time_ms()
+        with self._lock:
+            self.last_inference_ms = now_ms
+            (self.success if succeeded else self.fail).add(total_ns)

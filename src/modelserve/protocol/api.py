@@ -6,6 +6,7 @@ encode what it returns. Nothing here knows HTTP or gRPC.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,14 +124,32 @@ class InferenceAPI:
     # -- inference --------------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Run one request. Raises a :class:`ModelServeError` subclass for anything the client can fix or
-        retry; the message is safe to send."""
+        """Run one request from the event loop. Raises a :class:`ModelServeError` subclass for anything the
+        client can fix or retry; the message is safe to send."""
         with self._gate.admit():
             loaded = await self._router.resolve(request.model_name, request.model_version)
-            signature = loaded.signature
-            validate_inputs(request, signature)
-            output_names = output_names_for(request, signature, self._max_requested_outputs)
+            output_names = self._check(request, loaded)
             outputs = await loaded.scheduler.execute(request, output_names)
+        return self._respond(request, loaded, output_names, outputs)
+
+    def infer_blocking(self, request: InferRequest, loop: asyncio.AbstractEventLoop) -> InferResponse:
+        """The same from a thread that is not ``loop``'s (gRPC calls); the model runs on this thread, and
+        only an on-demand load is carried out on ``loop``."""
+        with self._gate.admit():
+            loaded = self._router.resolve_blocking(request.model_name, request.model_version, loop)
+            output_names = self._check(request, loaded)
+            outputs = loaded.scheduler.execute_blocking(request, output_names)
+        return self._respond(request, loaded, output_names, outputs)
+
+    def _check(self, request: InferRequest, loaded: LoadedVersion) -> list[str]:
+        validate_inputs(request, loaded.signature)
+        return output_names_for(request, loaded.signature, self._max_requested_outputs)
+
+    @staticmethod
+    def _respond(
+        request: InferRequest, loaded: LoadedVersion, output_names: list[str], outputs: dict[str, np.ndarray]
+    ) -> InferResponse:
+        signature = loaded.signature
         datatypes = {name: signature.outputs_by_name[name].datatype for name in output_names}
         if request.requested_outputs is not None:
             for requested in request.requested_outputs:

@@ -39,6 +39,17 @@ _CONTENTS: dict[Datatype, str] = {
 }
 
 
+_WIDE: dict[str, type[np.generic]] = {
+    "bool_contents": np.bool_,
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint_contents": np.uint32,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
+}
+
+
 def parameter_values(parameters: Mapping[str, Any]) -> dict[str, ParameterValue]:
     """InferParameter map to plain values (whichever oneof field is set)."""
     values: dict[str, ParameterValue] = {}
@@ -61,7 +72,8 @@ def _from_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], co
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
-    wide = np.array(values)
+    # Built in the field's own type: np.array() of mixed small and >= 2**63 ints would go through float64.
+    wide = np.fromiter(values, dtype=_WIDE[field], count=count)
     target = datatype.numpy_dtype
     if datatype in (Datatype.INT8, Datatype.INT16, Datatype.UINT8, Datatype.UINT16) and count:
         info = np.iinfo(target)  # type: ignore[type-var]

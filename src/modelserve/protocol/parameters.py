@@ -2,7 +2,7 @@
 
 Reserved (never passed to the model as custom parameters): ``priority`` and ``timeout`` (schedule
 policy), ``binary_data_output``, ``sequence_id``/``sequence_start``/``sequence_end``, ``headers``, and
-every ``triton_*`` name, which clients may not set (Triton rejects them too).
+every other ``triton_*`` name, which clients may not set (Triton rejects them too).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from modelserve.core.inference import ParameterValue
 __all__ = ["RequestParameters", "parse_request_parameters"]
 
 _SEQUENCE = ("sequence_id", "sequence_start", "sequence_end")
+# triton_* names that Triton's own clients send and Triton accepts: perf_analyzer puts
+# triton_enable_empty_final_response on every gRPC request (it matters only for decoupled models).
+_TRITON_DEFINED = frozenset({"triton_enable_empty_final_response"})
 MAX_PARAMETERS = 256
 
 
@@ -49,6 +52,8 @@ def parse_request_parameters(raw: Mapping[str, Any] | None) -> RequestParameters
             raise DecodeError(
                 f"request parameter '{key[:64]}' must be a string, number or boolean, got {type(value).__name__}"
             )
+        if key in _TRITON_DEFINED:
+            continue
         if key.startswith("triton_"):
             raise ValidationError(f"request parameter '{key[:64]}' is reserved (names starting with 'triton_')")
         if key == "priority":

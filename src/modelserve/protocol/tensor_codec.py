@@ -54,6 +54,14 @@ def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: s
             f"server's limit of {max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes)",
             code=ErrorCode.PAYLOAD_TOO_LARGE,
         )
+    # With a zero dimension the count is 0, but numpy still refuses dimensions whose product is past its range.
+    extent = math.prod(d for d in shape if d)
+    if count == 0 and extent * itemsize > max_tensor_bytes:
+        raise DecodeError(
+            f"{what}: shape {list(shape)} has zero elements but its other dimensions multiply to {extent}, over "
+            f"the server's limit of {max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes); use small "
+            "dimensions alongside the zero"
+        )
     return tuple(shape), count
 
 

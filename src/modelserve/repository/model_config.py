@@ -41,6 +41,7 @@ ModelConfig: TypeAlias = Any
 def new_model_config() -> ModelConfig:
     return mc.ModelConfig()
 
+
 # Default batch cap for models whose config we complete ourselves (Triton's default-max-batch-size).
 AUTOCOMPLETE_MAX_BATCH_SIZE = 4
 

@@ -7,6 +7,8 @@ weights and header overrides (later issues) hook in here without the layers abov
 
 from __future__ import annotations
 
+import asyncio
+
 from modelserve.core.names import check_model_name, check_version
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import ModelManager
@@ -27,4 +29,13 @@ class Router:
         manager = self._manager
         if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
             await manager.ensure_loaded(name)
+        return manager.get(name, version)
+
+    def resolve_blocking(self, name: str, version: str, loop: asyncio.AbstractEventLoop) -> LoadedVersion:
+        """:meth:`resolve` from a thread other than ``loop``'s; an on-demand load runs on ``loop``."""
+        check_model_name(name)
+        check_version(version)
+        manager = self._manager
+        if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
+            asyncio.run_coroutine_threadsafe(manager.ensure_loaded(name), loop).result()
         return manager.get(name, version)

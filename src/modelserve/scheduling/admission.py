@@ -2,18 +2,34 @@
 
 ``admit()`` never waits: over the cap, or once draining has begun, it refuses at once with UNAVAILABLE
 and a message naming the limit, so an overloaded server answers fast instead of queueing without bound.
-Used only from the event loop thread.
+Thread-safe: REST requests pass it on the event loop, gRPC requests on grpcio's threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from modelserve.core.errors import QueueError
 
-__all__ = ["AdmissionGate"]
+__all__ = ["AdmissionGate", "wait_until_idle"]
+
+# How often a drain looks at the in-flight count. Admitted requests finish on threads as well as on the
+# loop, so a poll (bounded by the drain timeout) is simpler than waking the loop from every thread.
+_DRAIN_POLL_S = 0.01
+
+
+async def wait_until_idle(count: object, timeout_s: float) -> bool:
+    """Wait until ``count()`` is 0, up to ``timeout_s``. True if it reached 0."""
+    deadline = time.monotonic() + timeout_s
+    while count() != 0:  # type: ignore[operator]
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_DRAIN_POLL_S)
+    return True
 
 
 class AdmissionGate:
@@ -21,7 +37,7 @@ class AdmissionGate:
         self._max_inflight = max_inflight
         self._inflight = 0
         self._draining = False
-        self._idle: asyncio.Event | None = None
+        self._lock = threading.Lock()
 
     @property
     def inflight(self) -> int:
@@ -34,21 +50,21 @@ class AdmissionGate:
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold one in-flight slot for the duration of the ``with`` block. Raises :class:`QueueError`."""
-        if self._draining:
-            raise QueueError("the server is shutting down and accepts no new requests; retry on another replica")
-        if self._inflight >= self._max_inflight:
-            raise QueueError(
-                f"the server is at its in-flight request limit (server.max_inflight_requests="
-                f"{self._max_inflight}); retry later or raise the limit",
-                retry_after_s=1,
-            )
-        self._inflight += 1
+        with self._lock:
+            if self._draining:
+                raise QueueError("the server is shutting down and accepts no new requests; retry on another replica")
+            if self._inflight >= self._max_inflight:
+                raise QueueError(
+                    f"the server is at its in-flight request limit (server.max_inflight_requests="
+                    f"{self._max_inflight}); retry later or raise the limit",
+                    retry_after_s=1,
+                )
+            self._inflight += 1
         try:
             yield
         finally:
-            self._inflight -= 1
-            if self._inflight == 0 and self._idle is not None:
-                self._idle.set()
+            with self._lock:
+                self._inflight -= 1
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests from now on and wait up to ``timeout_s`` for in-flight ones to finish.
@@ -56,12 +72,4 @@ class AdmissionGate:
         Returns True when everything finished in time.
         """
         self._draining = True
-        if self._inflight == 0:
-            return True
-        self._idle = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_until_idle(lambda: self._inflight, timeout_s)

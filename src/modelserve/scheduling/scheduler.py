@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature, TensorSpec
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
+from modelserve.scheduling.admission import wait_until_idle
 from modelserve.scheduling.instance_pool import InstancePool
 
 __all__ = ["DirectScheduler", "Scheduler"]
@@ -33,11 +35,14 @@ __all__ = ["DirectScheduler", "Scheduler"]
 
 class Scheduler(Protocol):
     async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run ``request`` and return ``output_names`` shaped and typed as the config declares.
+        """Run ``request`` (from the event loop) and return ``output_names`` shaped and typed as the config
+        declares. Raises :class:`QueueError` (full, draining) or :class:`RuntimeFailure`. Safe to cancel:
+        a cancelled request that has not started never runs."""
+        ...
 
-        Raises :class:`QueueError` (full, draining) or :class:`RuntimeFailure`. Safe to cancel: a
-        cancelled request that has not started never runs.
-        """
+    def execute_blocking(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The same, called from a thread that is not the event loop's (gRPC calls); the model runs on
+        the calling thread."""
         ...
 
     @property
@@ -103,7 +108,7 @@ class DirectScheduler:
         )
         self._closed = False
         self._active = 0
-        self._idle: asyncio.Event | None = None
+        self._lock = threading.Lock()
 
     @property
     def is_ready(self) -> bool:
@@ -113,78 +118,109 @@ class DirectScheduler:
     def queue_depth(self) -> int:
         return self._pool.waiting
 
-    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        if self._closed:
-            raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
-        clock = self._clock
-        start = clock.now_ns()
-        self._active += 1
-        succeeded = False
-        try:
-            runtime = await self._pool.acquire()
-            queued = clock.now_ns()
-            self._stats.queue.add(queued - start)
-            outputs = await self._run(runtime, request, output_names, queued)
-            succeeded = True
-            return outputs
-        finally:
-            self._stats.record_request(succeeded=succeeded, total_ns=clock.now_ns() - start)
-            self._active -= 1
-            if self._active == 0 and self._idle is not None:
-                self._idle.set()
+    def _enter(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
+            self._active += 1
 
-    async def _run(
-        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
-    ) -> dict[str, np.ndarray]:
+    def _leave(self, *, succeeded: bool, start_ns: int) -> None:
+        self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
+        with self._lock:
+            self._active -= 1
+
+    def _prepare(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int | None]:
+        """Client shapes to model shapes; the batch size when the model batches."""
         signature = self._signature
         batching = signature.max_batch_size > 0
-        try:
-            inputs = {}
-            for name, array in request.inputs.items():
-                spec = signature.input(name)
-                inputs[name] = _to_model_shape(array, spec, batching) if spec is not None else array
-            batch = next(iter(request.inputs.values())).shape[0] if batching and request.inputs else None
-            prepared = self._clock.now_ns()
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, runtime.infer, inputs, list(output_names))
-        except BaseException:
-            self._pool.release(runtime)
-            raise
-        # The instance goes back only when its thread is done, even if this caller is cancelled meanwhile:
-        # a runtime instance never runs two calls at once.
-        future.add_done_callback(lambda _: self._pool.release(runtime))
-        try:
-            raw = await asyncio.shield(future)
-        except ModelServeError:
-            raise
-        except Exception as exc:
-            raise RuntimeFailure(f"{self._owner} failed: {type(exc).__name__}: {exc}") from exc
-        ran = self._clock.now_ns()
+        inputs = {}
+        for name, array in request.inputs.items():
+            spec = signature.inputs_by_name.get(name)
+            inputs[name] = _to_model_shape(array, spec, batching) if spec is not None else array
+        batch = next(iter(request.inputs.values())).shape[0] if batching and request.inputs else None
+        return inputs, batch
+
+    def _finish(
+        self, raw: dict[str, np.ndarray], output_names: Sequence[str], batch: int | None, times: tuple[int, int, int]
+    ) -> dict[str, np.ndarray]:
+        queued_ns, prepared_ns, ran_ns = times
         outputs: dict[str, np.ndarray] = {}
         for name in output_names:
-            spec = signature.output(name)
+            spec = self._signature.outputs_by_name.get(name)
             if name not in raw or spec is None:
                 raise RuntimeFailure(f"{self._owner} returned no output '{name}'", code=ErrorCode.INTERNAL)
             outputs[name] = _to_client(np.asarray(raw[name]), spec, batch, self._owner)
         self._stats.record_execution(
             batch_size=batch if batch is not None else 1,
-            input_ns=prepared - queued_ns,
-            infer_ns=ran - prepared,
-            output_ns=self._clock.now_ns() - ran,
+            input_ns=prepared_ns - queued_ns,
+            infer_ns=ran_ns - prepared_ns,
+            output_ns=self._clock.now_ns() - ran_ns,
         )
         return outputs
 
-    async def drain(self, timeout_s: float) -> bool:
-        self._closed = True
-        if self._active == 0:
-            return True
-        self._idle = asyncio.Event()
+    def _wrap(self, exc: Exception) -> ModelServeError:
+        if isinstance(exc, ModelServeError):
+            return exc
+        return RuntimeFailure(f"{self._owner} failed: {type(exc).__name__}: {exc}")
+
+    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        clock = self._clock
+        self._enter()
+        start = clock.now_ns()
+        succeeded = False
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+            runtime = await self._pool.acquire()
+            queued = clock.now_ns()
+            self._stats.record_queue(queued - start)
+            try:
+                inputs, batch = self._prepare(request)
+                prepared = clock.now_ns()
+                future = asyncio.get_running_loop().run_in_executor(
+                    self._executor, runtime.infer, inputs, list(output_names)
+                )
+            except BaseException:
+                self._pool.release(runtime)
+                raise
+            # The instance goes back only when its thread is done, even if this caller is cancelled
+            # meanwhile: a runtime instance never runs two calls at once.
+            future.add_done_callback(lambda _: self._pool.release(runtime))
+            try:
+                raw = await asyncio.shield(future)
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+            outputs = self._finish(raw, output_names, batch, (queued, prepared, clock.now_ns()))
+            succeeded = True
+            return outputs
+        finally:
+            self._leave(succeeded=succeeded, start_ns=start)
+
+    def execute_blocking(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        clock = self._clock
+        self._enter()
+        start = clock.now_ns()
+        succeeded = False
+        try:
+            runtime = self._pool.acquire_blocking()
+            queued = clock.now_ns()
+            self._stats.record_queue(queued - start)
+            try:
+                inputs, batch = self._prepare(request)
+                prepared = clock.now_ns()
+                raw = runtime.infer(inputs, list(output_names))
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+            finally:
+                self._pool.release(runtime)
+            outputs = self._finish(raw, output_names, batch, (queued, prepared, clock.now_ns()))
+            succeeded = True
+            return outputs
+        finally:
+            self._leave(succeeded=succeeded, start_ns=start)
+
+    async def drain(self, timeout_s: float) -> bool:
+        with self._lock:
+            self._closed = True
+        return await wait_until_idle(lambda: self._active, timeout_s)
 
     def close(self) -> None:
         self._closed = True

@@ -84,4 +84,9 @@ def decompress(body: bytearray, encoding: str, max_bytes: int) -> bytes | bytear
         raise _too_large(max_bytes)
     if not inflater.eof:
         raise DecodeError(f"the {encoding} request body is truncated")
+    if inflater.unused_data:
+        raise DecodeError(
+            f"the request body has {len(inflater.unused_data)} bytes after the end of the {encoding} stream; "
+            f"send exactly one {encoding} stream"
+        )
     return out
