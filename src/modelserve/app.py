@@ -23,6 +23,7 @@ from modelserve.config import ControlMode, Settings
 from modelserve.core.clock import MonotonicClock
 from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
+from modelserve.repository.scheduler_config import SchedulingDefaults
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
@@ -67,7 +68,10 @@ class Server:
         clock = MonotonicClock()
         manager = ModelManager(
             root=root,
-            max_queue_size=settings.scheduling.max_queue_size,
+            scheduling=SchedulingDefaults(
+                max_queue_size=settings.scheduling.max_queue_size,
+                batch_policy=settings.scheduling.batch_policy.value,
+            ),
             load_concurrency=settings.repository.load_threads,
             clock=clock,
         )

@@ -95,9 +95,22 @@ class RepositorySettings(_Group):
     load_threads: int = Field(4, ge=1, description="Models loading in parallel at start.")
 
 
+class BatchPolicyName(enum.StrEnum):
+    ADAPTIVE = "adaptive"
+    TRITON = "triton"
+
+
 class SchedulingSettings(_Group):
     max_queue_size: int = Field(
-        256, ge=0, description="Requests that may wait per model version for a free instance; 0 = none wait."
+        256,
+        ge=0,
+        description="Requests that may wait per model version (per priority level when batching); "
+        "also the bound used where a dynamic_batching queue policy says 0 (unbounded).",
+    )
+    batch_policy: BatchPolicyName = Field(
+        BatchPolicyName.ADAPTIVE,
+        description="Dynamic batching rule for models that do not choose: adaptive (an idle instance takes "
+        "what is queued at once) or triton (wait up to max_queue_delay_microseconds for a batch to fill).",
     )
 
 

@@ -38,6 +38,7 @@ class ErrorCode(enum.Enum):
     UNAVAILABLE = "unavailable"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    CANCELLED = "cancelled"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED = "unsupported"
     PAYLOAD_TOO_LARGE = "payload_too_large"

@@ -56,17 +56,27 @@ class ModelVersionStatistics:
         with self._lock:
             self.queue.add(ns)
 
-    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        """One runtime call that ran ``batch_size`` samples."""
-        with self._lock:
-            self._record_execution(batch_size, input_ns, infer_ns, output_ns)
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, *, requests: int = 1
+    ) -> None:
+        """One runtime call that ran ``batch_size`` samples for ``requests`` requests.
 
-    def _record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        As in Triton, ``inference_stats.compute_*`` count requests (each request of a batch is charged
+        the batch's time) and ``batch_stats`` count executions.
+        """
+        with self._lock:
+            self._record_execution(batch_size, input_ns, infer_ns, output_ns, requests)
+
+    def _record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, requests: int) -> None:
         self.execution_count += 1
         self.inference_count += batch_size
-        self.compute_input.add(input_ns)
-        self.compute_infer.add(infer_ns)
-        self.compute_output.add(output_ns)
+        for duration, ns in (
+            (self.compute_input, input_ns),
+            (self.compute_infer, infer_ns),
+            (self.compute_output, output_ns),
+        ):
+            duration.count += requests
+            duration.ns += ns * requests
         batch = self.batches.get(batch_size)
         if batch is None:
             batch = self.batches[batch_size] = BatchDurations()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.core.cancellation import CancelToken
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
 from modelserve.core.inference import InferRequest, InferResponse, ParameterValue
@@ -132,13 +133,15 @@ class InferenceAPI:
             outputs = await loaded.scheduler.execute(request, output_names)
         return self._respond(request, loaded, output_names, outputs)
 
-    def infer_blocking(self, request: InferRequest, loop: asyncio.AbstractEventLoop) -> InferResponse:
-        """The same from a thread that is not ``loop``'s (gRPC calls); the model runs on this thread, and
-        only an on-demand load is carried out on ``loop``."""
+    def infer_blocking(
+        self, request: InferRequest, loop: asyncio.AbstractEventLoop, cancel: CancelToken | None = None
+    ) -> InferResponse:
+        """The same from a thread that is not ``loop``'s (gRPC calls). Without batching the model runs on
+        this thread; an on-demand load runs on ``loop``. ``cancel`` fires when the client goes away."""
         with self._gate.admit():
             loaded = self._router.resolve_blocking(request.model_name, request.model_version, loop)
             output_names = self._check(request, loaded)
-            outputs = loaded.scheduler.execute_blocking(request, output_names)
+            outputs = loaded.scheduler.execute_blocking(request, output_names, cancel)
         return self._respond(request, loaded, output_names, outputs)
 
     def _check(self, request: InferRequest, loaded: LoadedVersion) -> list[str]:

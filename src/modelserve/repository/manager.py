@@ -25,8 +25,8 @@ from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
 from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.scan import list_models, list_versions
+from modelserve.repository.scheduler_config import SchedulingDefaults, build_scheduler
 from modelserve.runtimes.base import LoadContext, Runtime
-from modelserve.scheduling.scheduler import DirectScheduler
 
 __all__ = ["IndexEntry", "ModelManager"]
 
@@ -51,9 +51,9 @@ class _Model:
 class ModelManager:
     """Owns every loaded model version. Use from the event loop thread only."""
 
-    def __init__(self, *, root: Path, max_queue_size: int, load_concurrency: int, clock: Clock) -> None:
+    def __init__(self, *, root: Path, scheduling: SchedulingDefaults, load_concurrency: int, clock: Clock) -> None:
         self._root = root
-        self._max_queue_size = max_queue_size
+        self._scheduling = scheduling
         self._load_concurrency = load_concurrency
         self._clock = clock
         self._models: dict[str, _Model] = {}
@@ -190,6 +190,12 @@ class ModelManager:
                 model.state, model.reason = VersionState.UNAVAILABLE, message
             log.exception("model %s failed to load", name)
             raise ModelLoadError(message, code=ErrorCode.INTERNAL) from exc
+        try:
+            for version in new_versions.values():
+                await version.scheduler.start()
+        except BaseException:
+            await self._retire(new_versions.values(), drain_timeout_s=0.0)
+            raise
         old = model.versions
         model.versions, model.state, model.reason = new_versions, VersionState.READY, ""
         log.info("model %s ready, versions %s", name, sorted(new_versions, key=int))
@@ -253,12 +259,13 @@ class ModelManager:
             self._ignored_warned.add(config.name)
             log.warning("model %s: config fields not acted on by this server: %s", config.name, ", ".join(ignored))
         statistics = ModelVersionStatistics(name=config.name, version=version)
-        scheduler = DirectScheduler(
+        scheduler = build_scheduler(
+            config,
             signature=signature,
             version=version,
             runtimes=runtimes,
             statistics=statistics,
-            max_queue_size=self._max_queue_size,
+            defaults=self._scheduling,
             clock=self._clock,
         )
         return LoadedVersion(

@@ -50,7 +50,6 @@ _IGNORED_FIELDS = (
     "batch_input",
     "batch_output",
     "optimization",
-    "dynamic_batching",
     "sequence_batching",
     "ensemble_scheduling",
     "cc_model_filenames",

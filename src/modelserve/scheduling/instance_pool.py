@@ -18,7 +18,8 @@ import threading
 from collections import deque
 from typing import Generic, TypeVar
 
-from modelserve.core.errors import QueueError
+from modelserve.core.cancellation import CancelToken
+from modelserve.core.errors import ErrorCode, QueueError
 
 __all__ = ["InstancePool"]
 
@@ -69,6 +70,13 @@ class InstancePool(Generic[T]):
         if waiter.done() and not waiter.cancelled():
             self.release(waiter.result())
 
+    def _withdraw(self, waiter: concurrent.futures.Future[T]) -> None:
+        """Take a waiter out of the queue if it still waits (its caller went away); never releases."""
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                waiter.cancel()
+
     async def acquire(self) -> T:
         """Wait (on the event loop) for an instance. Raises :class:`QueueError` when the queue is full."""
         taken = self._take_or_enqueue()
@@ -80,14 +88,20 @@ class InstancePool(Generic[T]):
             self._abandon(taken)
             raise
 
-    def acquire_blocking(self, timeout_s: float | None = None) -> T:
-        """Wait (in a thread) for an instance. Raises :class:`QueueError` when the queue is full or the
-        wait times out."""
+    def acquire_blocking(self, timeout_s: float | None = None, cancel: CancelToken | None = None) -> T:
+        """Wait (in a thread) for an instance. Raises :class:`QueueError` when the queue is full, the wait
+        times out, or ``cancel`` fires (the caller went away)."""
+        if cancel is not None and cancel.is_cancelled:
+            raise QueueError("the request was cancelled", code=ErrorCode.CANCELLED)
         taken = self._take_or_enqueue()
         if not isinstance(taken, concurrent.futures.Future):
             return taken
+        if cancel is not None:
+            cancel.add_callback(lambda: self._withdraw(taken))
         try:
             return taken.result(timeout=timeout_s)
+        except concurrent.futures.CancelledError:
+            raise QueueError("the request was cancelled while queued", code=ErrorCode.CANCELLED) from None
         except concurrent.futures.TimeoutError:
             self._abandon(taken)
             raise QueueError(f"{self._owner}: no instance became free within {timeout_s} s") from None

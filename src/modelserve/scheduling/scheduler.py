@@ -20,15 +20,16 @@ from typing import Protocol
 
 import numpy as np
 
+from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
-from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
 from modelserve.core.inference import InferRequest
-from modelserve.core.signature import ModelSignature, TensorSpec
+from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import wait_until_idle
 from modelserve.scheduling.instance_pool import InstancePool
+from modelserve.scheduling.shapes import to_client, to_model_shape
 
 __all__ = ["DirectScheduler", "Scheduler"]
 
@@ -40,9 +41,15 @@ class Scheduler(Protocol):
         a cancelled request that has not started never runs."""
         ...
 
-    def execute_blocking(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        """The same, called from a thread that is not the event loop's (gRPC calls); the model runs on
-        the calling thread."""
+    def execute_blocking(
+        self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
+    ) -> dict[str, np.ndarray]:
+        """The same, called from a thread that is not the event loop's (gRPC calls). ``cancel`` fires when
+        the caller goes away; a request that has not started then never runs."""
+        ...
+
+    async def start(self) -> None:
+        """Start background work (on the running loop) before the first request."""
         ...
 
     @property
@@ -55,33 +62,6 @@ class Scheduler(Protocol):
     def close(self) -> None:
         """Release threads. Runtimes are unloaded by their owner."""
         ...
-
-
-def _to_model_shape(array: np.ndarray, spec: TensorSpec, batching: bool) -> np.ndarray:
-    if spec.model_shape is None:
-        return array
-    shape = ((array.shape[0],) if batching else ()) + spec.model_shape
-    return array.reshape(shape)
-
-
-def _to_client(array: np.ndarray, spec: TensorSpec, batch: int | None, owner: str) -> np.ndarray:
-    target = spec.datatype
-    if target is Datatype.BYTES:
-        if array.dtype != object:
-            array = array.astype(object)
-    elif target is not Datatype.BF16 and array.dtype != target.numpy_dtype:
-        array = array.astype(target.numpy_dtype)
-    if spec.model_shape is not None:
-        client_dims = tuple(spec.dims)
-        shape = ((batch,) if batch is not None else ()) + client_dims
-        try:
-            array = array.reshape(shape)
-        except ValueError as exc:
-            raise RuntimeFailure(
-                f"{owner}: output '{spec.name}' has shape {list(array.shape)}, which cannot be reshaped to "
-                f"the config's dims {list(shape)}"
-            ) from exc
-    return array
 
 
 class DirectScheduler:
@@ -136,7 +116,7 @@ class DirectScheduler:
         inputs = {}
         for name, array in request.inputs.items():
             spec = signature.inputs_by_name.get(name)
-            inputs[name] = _to_model_shape(array, spec, batching) if spec is not None else array
+            inputs[name] = to_model_shape(array, spec, batching) if spec is not None else array
         batch = next(iter(request.inputs.values())).shape[0] if batching and request.inputs else None
         return inputs, batch
 
@@ -149,7 +129,7 @@ class DirectScheduler:
             spec = self._signature.outputs_by_name.get(name)
             if name not in raw or spec is None:
                 raise RuntimeFailure(f"{self._owner} returned no output '{name}'", code=ErrorCode.INTERNAL)
-            outputs[name] = _to_client(np.asarray(raw[name]), spec, batch, self._owner)
+            outputs[name] = to_client(np.asarray(raw[name]), spec, batch, self._owner)
         self._stats.record_execution(
             batch_size=batch if batch is not None else 1,
             input_ns=prepared_ns - queued_ns,
@@ -194,13 +174,21 @@ class DirectScheduler:
         finally:
             self._leave(succeeded=succeeded, start_ns=start)
 
-    def execute_blocking(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    async def start(self) -> None:
+        return None
+
+    def execute_blocking(
+        self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
+    ) -> dict[str, np.ndarray]:
         clock = self._clock
         self._enter()
         start = clock.now_ns()
         succeeded = False
         try:
-            runtime = self._pool.acquire_blocking()
+            runtime = self._pool.acquire_blocking(cancel=cancel)
+            if cancel is not None and cancel.is_cancelled:
+                self._pool.release(runtime)
+                raise QueueError("the request was cancelled while queued", code=ErrorCode.CANCELLED)
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             try:

@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from modelserve.config import LimitSettings
+from modelserve.core.cancellation import CancelToken
 from modelserve.core.errors import ModelServeError
 from modelserve.protocol import documents
 from modelserve.protocol.api import InferenceAPI
@@ -109,9 +110,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return decode_infer_request(request, self._limits.max_tensor_bytes, self._limits.max_requested_outputs)
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
+        cancel = CancelToken()
+        context.add_callback(cancel.cancel)  # fires when the call ends: cancelled, deadline, or answered
         try:
             decoded = self._decode(request)
-            return encode_infer_response(self._api.infer_blocking(decoded, self._loop))
+            return encode_infer_response(self._api.infer_blocking(decoded, self._loop, cancel))
         except ModelServeError as exc:
             context.abort(GRPC_STATUS[exc.code], exc.message)
         except Exception:

@@ -19,6 +19,7 @@ Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ import orjson
 
 from modelserve.config import LimitSettings
 from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
+from modelserve.core.inference import InferRequest, InferResponse
 from modelserve.protocol import documents
 from modelserve.protocol.api import InferenceAPI
 from modelserve.protocol.rest_codec import (
@@ -252,7 +254,7 @@ class HttpApp:
             if header_length < 0:
                 raise DecodeError("Inference-Header-Content-Length must be >= 0")
         decoded = decode_infer_request(body, header_length, name, version, self._rest_limits)
-        response = await self._api.infer(decoded.request)
+        response = await self._infer_unless_disconnected(decoded.request, receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
@@ -264,6 +266,31 @@ class HttpApp:
             payload = _compress(payload, encoding)
             extra.append((b"content-encoding", encoding.encode()))
         await _send(send, 200, payload, content_type, extra)
+
+    async def _infer_unless_disconnected(self, request: InferRequest, receive: Receive) -> InferResponse:
+        """Run the request, cancelling it if the client disconnects first: a queued request whose client
+        is gone is dropped before it runs, and never takes a place in a batch."""
+        current = asyncio.current_task()
+        assert current is not None
+        watcher: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(receive())
+        disconnected = False
+
+        def on_message(task: asyncio.Future[dict[str, Any]]) -> None:
+            nonlocal disconnected
+            if not task.cancelled() and task.exception() is None and task.result()["type"] == "http.disconnect":
+                disconnected = True
+                current.cancel()
+
+        watcher.add_done_callback(on_message)
+        try:
+            return await self._api.infer(request)
+        except asyncio.CancelledError:
+            if disconnected and current.uncancel() == 0:
+                raise ClientDisconnected from None
+            raise
+        finally:
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
 
     async def _repository(
         self, parts: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send

@@ -13,6 +13,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.RESOURCE_EXHAUSTED: 429,
     ErrorCode.DEADLINE_EXCEEDED: 504,
+    # 499 (nginx's "client closed request"): nobody reads it, but logs and tests can tell it apart.
+    ErrorCode.CANCELLED: 499,
     ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.UNSUPPORTED: 501,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
