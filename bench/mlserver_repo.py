@@ -130,18 +130,25 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def build(out: Path) -> None:
-    model_dir = out / MODEL_NAME
+def write_model(out: Path, clf: Any, x: np.ndarray, model_settings: dict[str, Any]) -> Path:
+    """Write one model (joblib + model-settings.json) and the server settings into the repository out,
+    then check that the peer venv loads it and agrees with clf on x. Returns the model's folder."""
+    model_dir = out / str(model_settings["name"])
     model_dir.mkdir(parents=True, exist_ok=True)
-    clf, x, source = build_estimator()
-    print(f"mlserver repo: {model_dir} (estimator from {source})")
     model_path = model_dir / "model.joblib"
     tmp = model_path.with_name(".model.joblib.tmp")
     joblib.dump(clf, tmp)
     tmp.replace(model_path)
-    write_json(model_dir / "model-settings.json", MODEL_SETTINGS)
+    write_json(model_dir / "model-settings.json", model_settings)
     write_json(out / "settings.json", SERVER_SETTINGS)
     check_peer_load(model_path, x, clf.predict_proba(x))
+    return model_dir
+
+
+def build(out: Path) -> None:
+    clf, x, source = build_estimator()
+    print(f"mlserver repo: {out / MODEL_NAME} (estimator from {source})")
+    write_model(out, clf, x, MODEL_SETTINGS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,9 @@ Triton's names and semantics (``dynamic_batching.priority_levels``, ``default_pr
   ("unbounded") becomes the server's ``scheduling.max_queue_size``: no queue here is unbounded.
 - ``default_timeout_microseconds`` gives every request of the level a deadline; a request's own
   ``timeout`` parameter may shorten it only if ``allow_timeout_override`` (never lengthen it).
-- At the deadline, ``REJECT`` answers DEADLINE_EXCEEDED; ``DELAY`` moves the request behind every
-  request that has not timed out, where it waits for capacity with no deadline.
+- At the deadline, ``REJECT`` answers DEADLINE_EXCEEDED; ``DELAY`` moves the request behind the requests
+  of its level that have not timed out (so after every such request at that or a higher priority),
+  where it waits with no deadline.
 
 Deadlines are absolute monotonic nanoseconds, computed once at enqueue.
 Used only from the event loop thread.
@@ -62,10 +63,10 @@ class PriorityQueues:
         self._policies = policies
         self._owner = owner
         self._queues: dict[int, deque[QueueEntry]] = {level: deque() for level in range(1, levels + 1)}
-        self._delayed: deque[QueueEntry] = deque()
+        self._delayed: dict[int, deque[QueueEntry]] = {level: deque() for level in range(1, levels + 1)}
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values()) + len(self._delayed)
+        return sum(len(q) for q in self._queues.values()) + sum(len(q) for q in self._delayed.values())
 
     def depth(self, level: int) -> int:
         return len(self._queues[level])
@@ -101,20 +102,19 @@ class PriorityQueues:
         queue.append(entry)
 
     def ordered(self) -> list[QueueEntry]:
-        """Every queued entry in service order: level 1 first, FIFO within a level, delayed ones last."""
+        """Every queued entry in service order: level 1 first; within a level FIFO, then its delayed ones."""
         out: list[QueueEntry] = []
         for level in range(1, self._levels + 1):
             out.extend(self._queues[level])
-        out.extend(self._delayed)
+            out.extend(self._delayed[level])
         return out
 
     def remove(self, entries: Sequence[QueueEntry]) -> None:
         doomed = {id(e) for e in entries}
-        for level, queue in self._queues.items():
-            if any(id(e) in doomed for e in queue):
-                self._queues[level] = deque(e for e in queue if id(e) not in doomed)
-        if any(id(e) in doomed for e in self._delayed):
-            self._delayed = deque(e for e in self._delayed if id(e) not in doomed)
+        for queues in (self._queues, self._delayed):
+            for level, queue in queues.items():
+                if any(id(e) in doomed for e in queue):
+                    queues[level] = deque(e for e in queue if id(e) not in doomed)
 
     def drop_abandoned(self) -> int:
         """Remove entries whose caller is gone (future cancelled or already answered)."""
@@ -135,7 +135,7 @@ class PriorityQueues:
                     keep.append(entry)
                 elif self._policies[level].delay_on_timeout:
                     entry.delayed, entry.deadline_ns = True, None
-                    self._delayed.append(entry)
+                    self._delayed[level].append(entry)
                 else:
                     rejected.append(entry)
             self._queues[level] = keep
@@ -143,15 +143,15 @@ class PriorityQueues:
 
     def drain_all(self) -> list[QueueEntry]:
         entries = list(self._all())
-        for queue in self._queues.values():
-            queue.clear()
-        self._delayed.clear()
+        for queues in (self._queues, self._delayed):
+            for queue in queues.values():
+                queue.clear()
         return entries
 
     def _all(self) -> Iterator[QueueEntry]:
-        for queue in self._queues.values():
-            yield from queue
-        yield from self._delayed
+        for level in self._queues:
+            yield from self._queues[level]
+            yield from self._delayed[level]
 
 
 def deadline_error(owner: str, entry: QueueEntry, now_ns: int) -> QueueError:

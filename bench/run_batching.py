@@ -1,0 +1,521 @@
+"""Dynamic batching benchmark: modelserve's batch policies vs MLServer's adaptive batching, in one run.
+
+What is measured (perf_analyzer, batch 1 per request, concurrency 1, 8, 32, 64, gRPC by default):
+
+* ``none``        modelserve, ``digits_mlp`` with its config as shipped (no ``dynamic_batching``)
+* ``adaptive``    modelserve, ``dynamic_batching { }`` + ``batch_policy: adaptive`` (an idle instance
+  takes what is queued at once)
+* ``triton``      modelserve, ``dynamic_batching { max_queue_delay_microseconds: 2000 }`` +
+  ``batch_policy: triton``, no preferred sizes (a batch waits up to the delay to fill)
+* ``triton-pref`` the same with ``preferred_batch_size [ 8, 16, 32 ]`` (dispatch at once at those sizes)
+* ``mlserver``    MLServer 1.7.1, adaptive batching (``max_batch_size`` 64, ``max_batch_time`` 0.002 s,
+  ``parallel_workers: 0``) on the *scikit-learn* MLPClassifier that ``digits_mlp`` is exported from:
+  MLServer has no ONNX runtime in the peer venv, so it runs the sklearn estimator of the same weights
+  (checked against the ONNX file) while modelserve runs the ONNX export. MLServer declares only the
+  ``predict_proba`` output (its sklearn runtime runs one forward pass per requested output; modelserve
+  gets label and probabilities from one pass), and runs with ``OPENBLAS_NUM_THREADS=1``.
+* ``iris``        modelserve, ``iris`` as shipped (no batching): the server's own request-rate limit
+* the in-process ceiling: onnxruntime on ``digits_mlp`` called in a loop (1 intra-op thread, pinned to
+  the server's CPU), rows/s at batch 1, 8, 16, 32, 64 (best of 5 windows, ``examples/build_models.py``'s
+  ``us_per_row``); the ratios use the best batch size.
+
+The modelserve variants are served from repositories written under ``.bench/batching/repos/`` (one model
+each, the ONNX file hard-linked from ``examples/models``, configs written here); MLServer's from
+``.bench/batching/mlserver-models/``. Servers and pinning are ``run_core.py``'s (``common.py``): server on
+CPU 0, perf_analyzer on CPU 1, every wait bounded, servers always stopped. Around each perf_analyzer run
+the script reads ``GET /v2/models/{m}/stats`` and reports the average executed batch size (rows per
+execution from ``batch_stats``) over that run; perf_analyzer's own "Server:" counts go to results.json.
+A run that perf_analyzer cannot stabilise is retried once (``--retries``).
+
+Outputs: ``.bench/results/<timestamp>/`` (CSVs, logs, batching.md, batching.json, batching.png), the
+markdown copied to ``.bench/results/latest-batching.md`` and the plot to ``docs/bench/batching.png``.
+The plot needs matplotlib in ``.bench/plot-venv`` (made by ``bench/setup.sh``; never a project dependency).
+
+Usage (from the repository root, after ``bash bench/setup.sh``)::
+
+    .venv/bin/python bench/run_batching.py [--protocols grpc|http,grpc] [--concurrency 1,8,32,64]
+        [--variants none,adaptive,triton,triton-pref,mlserver,iris] [--interval-ms 2000] [--max-trials 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlserver_repo
+import numpy as np
+from common import (
+    RESULTS,
+    ROOT,
+    Measurement,
+    ServerSpec,
+    cpu_model,
+    fmt,
+    git_revision,
+    install_signal_handlers,
+    int_list,
+    mlserver_spec,
+    modelserve_spec,
+    protocol_list,
+    ratio,
+    require_perf_analyzer,
+    run_pa,
+    running,
+)
+
+EXAMPLES = ROOT / "examples" / "models"
+WORK = ROOT / ".bench" / "batching"
+PLOT_PYTHON = ROOT / ".bench" / "plot-venv" / "bin" / "python"
+PLOT_SCRIPT = Path(__file__).resolve().parent / "plot_batching.py"
+DOCS_PLOT = ROOT / "docs" / "bench" / "batching.png"
+DIGITS = "digits_mlp"
+STATS_TIMEOUT_S = 10.0
+PLOT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    server: str  # "modelserve" or "mlserver"
+    model: str
+    batched: bool
+
+
+VARIANTS = {
+    v.key: v
+    for v in (
+        Variant("none", "modelserve digits_mlp, no batching", "modelserve", DIGITS, batched=False),
+        Variant("adaptive", "modelserve digits_mlp, batching: adaptive", "modelserve", DIGITS, batched=True),
+        Variant("triton", "modelserve digits_mlp, batching: triton", "modelserve", DIGITS, batched=True),
+        Variant("triton-pref", "modelserve digits_mlp, batching: triton + preferred", "modelserve", DIGITS, True),
+        Variant("mlserver", "MLServer digits MLP (sklearn), adaptive batching", "mlserver", DIGITS, batched=True),
+        Variant("iris", "modelserve iris, no batching", "modelserve", "iris", batched=False),
+    )
+}
+MODELSERVE_BATCHED = ("adaptive", "triton", "triton-pref")
+
+
+@dataclass
+class BatchInfo:
+    """Executions in one perf_analyzer run, from the server's statistics (before/after difference)."""
+
+    executions: int = 0
+    rows: int = 0
+    max_batch: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)  # batch size -> executions
+
+    @property
+    def average(self) -> float | None:
+        return self.rows / self.executions if self.executions else None
+
+
+# -- repositories ---------------------------------------------------------------------------------------
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def digits_config(key: str, args: argparse.Namespace) -> str:
+    """The shipped config.pbtxt, plus the batching settings of variant key."""
+    shipped = (EXAMPLES / DIGITS / "config.pbtxt").read_text()
+    delay = f"max_queue_delay_microseconds: {args.delay_us}"
+    preferred = ", ".join(str(size) for size in args.preferred)
+    blocks = {
+        "none": None,
+        "adaptive": ("dynamic_batching { }", "adaptive"),
+        "triton": (f"dynamic_batching {{ {delay} }}", "triton"),
+        "triton-pref": (f"dynamic_batching {{ {delay} preferred_batch_size: [ {preferred} ] }}", "triton"),
+    }
+    block = blocks[key]
+    head = f"# Written by bench/run_batching.py (variant '{key}') from examples/models/{DIGITS}/config.pbtxt.\n"
+    if block is None:
+        return head + shipped
+    batching, policy = block
+    param = f'parameters {{ key: "batch_policy" value: {{ string_value: "{policy}" }} }}'
+    return head + shipped.rstrip("\n") + f"\n{batching}\n{param}\n"
+
+
+def shipped_max_batch_size() -> int:
+    match = re.search(r"^max_batch_size:\s*(\d+)", (EXAMPLES / DIGITS / "config.pbtxt").read_text(), re.MULTILINE)
+    if not match:
+        raise SystemExit(f"no max_batch_size in {EXAMPLES / DIGITS / 'config.pbtxt'}")
+    return int(match.group(1))
+
+
+def build_modelserve_repo(variant: Variant, args: argparse.Namespace) -> Path:
+    """A one-model repository for variant under .bench/batching/repos/<key>/ (rewritten every run)."""
+    repo = WORK / "repos" / variant.key
+    shutil.rmtree(repo, ignore_errors=True)
+    src = EXAMPLES / variant.model
+    onnx_file = src / "1" / "model.onnx"
+    if not onnx_file.exists():
+        raise SystemExit(f"missing {onnx_file}: run `make examples`")
+    link_or_copy(onnx_file, repo / variant.model / "1" / "model.onnx")
+    config = (src / "config.pbtxt").read_text() if variant.model != DIGITS else digits_config(variant.key, args)
+    (repo / variant.model / "config.pbtxt").write_text(config)
+    return repo
+
+
+def build_models_module() -> Any:
+    module = mlserver_repo.load_build_models()
+    if module is None or not hasattr(module, "build_digits_estimator"):
+        raise SystemExit(f"cannot use {mlserver_repo.BUILD_MODELS} (needs build_digits_estimator)")
+    return module
+
+
+def build_mlserver_repo(args: argparse.Namespace) -> Path:
+    """MLServer's repository: the digits MLPClassifier as built by examples/build_models.py, joblib-dumped,
+    after checking that it has the weights of the ONNX file modelserve serves."""
+    bm = build_models_module()
+    started = time.monotonic()
+    clf = bm.build_digits_estimator()
+    x, _ = bm.digits_data()
+    onnx_file = EXAMPLES / DIGITS / "1" / "model.onnx"
+    _, proba = bm.ort_session(onnx_file).run(None, {bm.INPUT_NAME: x[:256]})
+    np.testing.assert_allclose(proba, clf.predict_proba(x[:256]), atol=1e-4)
+    repo = WORK / "mlserver-models"
+    shutil.rmtree(repo, ignore_errors=True)
+    settings = {
+        "name": DIGITS,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "max_batch_size": shipped_max_batch_size(),
+        "max_batch_time": args.mlserver_batch_time,
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, x.shape[1]]}],
+        "outputs": [{"name": "predict_proba", "datatype": "FP32", "shape": [-1, len(clf.classes_)]}],
+        "parameters": {"uri": "./model.joblib", "version": "1"},
+    }
+    mlserver_repo.write_model(repo, clf, x[:64], settings)
+    print(f"mlserver repo: {repo} (sklearn estimator matches {onnx_file.name}; {time.monotonic() - started:.1f} s)")
+    return repo
+
+
+def spec_for(variant: Variant, args: argparse.Namespace) -> ServerSpec:
+    if variant.server == "mlserver":
+        spec = mlserver_spec(variant.model, repo=build_mlserver_repo(args), name=variant.key)
+        # One BLAS thread: the server has one pinned core, as modelserve's one intra-op thread.
+        return dataclasses.replace(spec, env={**spec.env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    return modelserve_spec(variant.model, repo=build_modelserve_repo(variant, args), name=variant.key)
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+
+
+def batch_counts(spec: ServerSpec, model: str) -> dict[int, int] | None:
+    """Executions per batch size so far (modelserve's batch_stats), or None if unavailable."""
+    url = f"http://127.0.0.1:{spec.http_port}/v2/models/{model}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=STATS_TIMEOUT_S) as response:
+            document = json.load(response)
+        stats = document["model_stats"][0]
+        return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def batch_delta(before: dict[int, int] | None, after: dict[int, int] | None) -> BatchInfo | None:
+    if before is None or after is None:
+        return None
+    info = BatchInfo()
+    for size, count in sorted(after.items()):
+        n = count - before.get(size, 0)
+        if n > 0:
+            info.histogram[size] = n
+            info.executions += n
+            info.rows += n * size
+            info.max_batch = max(info.max_batch, size)
+    return info
+
+
+# -- measuring -----------------------------------------------------------------------------------------
+
+
+def measure_variant(
+    variant: Variant,
+    spec: ServerSpec,
+    args: argparse.Namespace,
+    out_dir: Path,
+    results: list[Measurement],
+    batches: dict[tuple[str, str, int], BatchInfo],
+) -> None:
+    with running(spec, variant.model, args.server_cpus, out_dir / f"{variant.key}-server.log"):
+        for protocol in args.protocols:
+            for concurrency in args.concurrency:
+                before = batch_counts(spec, variant.model)
+                for attempt in range(1 + args.retries):
+                    m = run_pa(spec, variant.model, protocol, concurrency, args, out_dir)
+                    if m.ok or "stable measurement" not in m.error:
+                        break
+                    print(
+                        f"  {variant.key:11} {protocol:4} c={concurrency:<3} unstable, retry {attempt + 1}", flush=True
+                    )
+                info = batch_delta(before, batch_counts(spec, variant.model))
+                if info is not None:
+                    batches[(variant.key, protocol, concurrency)] = info
+                results.append(m)
+                if m.ok:
+                    assert m.throughput is not None and m.p50_us is not None and m.p99_us is not None
+                    avg = info.average if info else None
+                    batch = f"  avg batch {avg:5.1f} (max {info.max_batch})" if info and avg else ""
+                    print(
+                        f"  {variant.key:11} {protocol:4} c={concurrency:<3} {m.throughput:9.1f} infer/s  "
+                        f"p50 {m.p50_us / 1000:7.2f} ms  p99 {m.p99_us / 1000:7.2f} ms{batch}",
+                        flush=True,
+                    )
+                else:
+                    print(f"  {variant.key:11} {protocol:4} c={concurrency:<3} FAILED: {m.error}", flush=True)
+
+
+def cpu_set(text: str) -> set[int]:
+    """taskset's list syntax: "0", "0,2", "0-3"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def ceiling(args: argparse.Namespace) -> dict[int, float]:
+    """Rows/s of onnxruntime called in a loop on digits_mlp (1 thread), pinned like the server."""
+    bm = build_models_module()
+    session = bm.ort_session(EXAMPLES / DIGITS / "1" / "model.onnx")
+    x, _ = bm.digits_data()
+    previous = os.sched_getaffinity(0)
+    rows_per_s: dict[int, float] = {}
+    try:
+        if args.server_cpus:
+            os.sched_setaffinity(0, cpu_set(args.server_cpus))
+        for size in args.ceiling_batches:
+            rows_per_s[size] = 1e6 / bm.us_per_row(session, x[:size], seconds=args.ceiling_seconds)
+            print(f"  in-process onnxruntime batch {size:<3} {rows_per_s[size]:9.0f} rows/s", flush=True)
+    finally:
+        os.sched_setaffinity(0, previous)
+    return rows_per_s
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+
+def best_batched(
+    by_key: dict[tuple[str, str, int], Measurement], protocol: str, concurrency: int
+) -> Measurement | None:
+    found = [by_key.get((key, protocol, concurrency)) for key in MODELSERVE_BATCHED]
+    ok = [m for m in found if m is not None and m.ok and m.throughput is not None]
+    return max(ok, key=lambda m: m.throughput or 0.0, default=None)
+
+
+def markdown(
+    results: list[Measurement],
+    batches: dict[tuple[str, str, int], BatchInfo],
+    ceiling_rows: dict[int, float],
+    variants: list[Variant],
+    args: argparse.Namespace,
+    header: Sequence[str],
+) -> str:
+    by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
+    lines = [*header, "", "| variant | protocol | conc | infer/s | p50 ms | p99 ms | avg batch (max) |"]
+    lines.append("|---|---|---:|---:|---:|---:|---|")
+    for variant in variants:
+        for protocol in args.protocols:
+            for concurrency in args.concurrency:
+                m = by_key.get((variant.key, protocol, concurrency))
+                info = batches.get((variant.key, protocol, concurrency))
+                avg = info.average if info else None
+                batch = f"{avg:.1f} ({info.max_batch})" if info and avg else "n/a"
+                cells = [
+                    f"{variant.key}: {variant.label}",
+                    protocol,
+                    str(concurrency),
+                    fmt(m.throughput if m else None, 1, 0),
+                    fmt(m.p50_us if m else None, 1000),
+                    fmt(m.p99_us if m else None, 1000),
+                    batch,
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    best_size, best_rows = max(ceiling_rows.items(), key=lambda kv: kv[1], default=(0, 0.0))
+    if ceiling_rows:
+        sizes = ", ".join(f"b{size} {rows:.0f}" for size, rows in ceiling_rows.items())
+        lines += [
+            "",
+            f"In-process ceiling (onnxruntime, 1 thread, rows/s): {sizes}; best b{best_size} {best_rows:.0f}.",
+        ]
+    lines += [
+        "",
+        "Ratios, modelserve batched = the best of adaptive / triton / triton-pref at that concurrency:",
+        "",
+        "| protocol | conc | best policy | ms-batched / MLServer-batched | ms-batched digits / ms iris "
+        "| ms-batched / in-process ceiling |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for protocol in args.protocols:
+        for concurrency in args.concurrency:
+            best = best_batched(by_key, protocol, concurrency)
+            thr = best.throughput if best else None
+            ml = by_key.get(("mlserver", protocol, concurrency))
+            iris = by_key.get(("iris", protocol, concurrency))
+            cells = [
+                protocol,
+                str(concurrency),
+                best.server if best else "-",
+                ratio(thr, ml.throughput if ml else None),
+                ratio(thr, iris.throughput if iris else None),
+                ratio(thr, best_rows or None),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Concurrency 1, p50 latency vs no batching (adaptive target: within 10 %):"]
+    for protocol in args.protocols:
+        base = by_key.get(("none", protocol, 1))
+        for key in MODELSERVE_BATCHED:
+            m = by_key.get((key, protocol, 1))
+            if not (m and m.ok and base and base.ok and m.p50_us and base.p50_us):
+                continue
+            r = m.p50_us / base.p50_us
+            verdict = (" PASS" if r <= 1.10 else " FAIL") if key == "adaptive" else ""
+            lines.append(
+                f"- {protocol} {key}: p50 {m.p50_us / 1000:.3f} ms vs {base.p50_us / 1000:.3f} ms = {r:.2f}{verdict}"
+            )
+    errors = [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in results if not m.ok]
+    if errors:
+        lines += ["", "Failed measurements:", *errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot(json_path: Path, png_path: Path) -> str:
+    """Render the plot with the plot venv's matplotlib; returns a note for the report."""
+    if not PLOT_PYTHON.exists():
+        return f"plot skipped: {PLOT_PYTHON} missing (run `bash bench/setup.sh`)"
+    try:
+        proc = subprocess.run(
+            [str(PLOT_PYTHON), str(PLOT_SCRIPT), str(json_path), str(png_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=PLOT_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"plot failed: timed out after {PLOT_TIMEOUT_S:.0f} s"
+    if proc.returncode != 0 or not png_path.exists():
+        return f"plot failed: {(proc.stdout + proc.stderr).strip()[-500:]}"
+    DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(png_path, DOCS_PLOT)
+    return f"plot: {png_path.relative_to(ROOT)} (copied to {DOCS_PLOT.relative_to(ROOT)})"
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def variant_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in values if v not in VARIANTS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(VARIANTS)}; unknown: {unknown}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--protocols", type=protocol_list, default=["grpc"], help="default: grpc")
+    p.add_argument("--concurrency", type=int_list, default=[1, 8, 32, 64], help="default: 1,8,32,64")
+    p.add_argument("--variants", type=variant_list, default=list(VARIANTS), help="default: all")
+    p.add_argument("--interval-ms", type=int, default=2000, help="perf_analyzer measurement window")
+    p.add_argument("--max-trials", type=int, default=5, help="perf_analyzer windows before giving up")
+    p.add_argument("--retries", type=int, default=1, help="reruns of a perf_analyzer run that did not stabilise")
+    p.add_argument("--delay-us", type=int, default=2000, help="triton policy: max_queue_delay_microseconds")
+    p.add_argument("--preferred", type=int_list, default=[8, 16, 32], help="triton-pref: preferred_batch_size")
+    p.add_argument("--mlserver-batch-time", type=float, default=0.002, help="MLServer max_batch_time (s)")
+    p.add_argument("--ceiling-batches", type=int_list, default=[1, 8, 16, 32, 64], help="in-process batch sizes")
+    p.add_argument("--ceiling-seconds", type=float, default=1.5, help="in-process timing per batch size")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the in-process onnxruntime ceiling")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--server-cpus", default="0", help="taskset CPU list for the server ('' = no pinning)")
+    p.add_argument("--client-cpus", default="1", help="taskset CPU list for perf_analyzer ('' = no pinning)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_signal_handlers()
+    require_perf_analyzer()
+    if any(size > shipped_max_batch_size() for size in args.preferred):
+        raise SystemExit(f"--preferred sizes must be <= max_batch_size {shipped_max_batch_size()}")
+    variants = [VARIANTS[key] for key in args.variants]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = RESULTS / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results: list[Measurement] = []
+    batches: dict[tuple[str, str, int], BatchInfo] = {}
+    # Every repository and spec first, so a missing prerequisite fails before any measurement.
+    specs = [(variant, spec_for(variant, args)) for variant in variants]
+    ceiling_rows = {} if args.no_ceiling else ceiling(args)
+    failed: list[str] = []
+    for variant, spec in specs:
+        try:
+            measure_variant(variant, spec, args, out_dir, results, batches)
+        except RuntimeError as exc:  # a server that never became ready: report it, measure the others
+            print(f"[{variant.key}] FAILED: {exc}", file=sys.stderr, flush=True)
+            failed.append(variant.key)
+    wall = time.monotonic() - started
+
+    header = [
+        f"# Dynamic batching: perf_analyzer, {DIGITS} (and iris), batch 1 per request",
+        "",
+        f"- run {stamp}, git {git_revision()}, {os.cpu_count()} CPUs ({cpu_model()}); wall time {wall:.0f} s",
+        f"- perf_analyzer 2.60.0, {'/'.join(args.protocols)}, time windows of {args.interval_ms} ms, stability 50 %, "
+        f"at most {args.max_trials} windows; server on CPUs '{args.server_cpus}', perf_analyzer on '{args.client_cpus}'",
+        f"- modelserve runs the ONNX export of {DIGITS}; MLServer 1.7.1 runs the scikit-learn MLPClassifier of the "
+        "same weights (sklearn runtime, output predict_proba only, OPENBLAS_NUM_THREADS=1, parallel_workers 0, "
+        f"max_batch_size {shipped_max_batch_size()}, max_batch_time {args.mlserver_batch_time} s)",
+        f"- triton: max_queue_delay_microseconds {args.delay_us}, no preferred sizes; triton-pref: preferred "
+        f"{args.preferred}; max_batch_size {shipped_max_batch_size()}; avg batch = rows per execution from "
+        "modelserve's batch_stats over each run (n/a: MLServer has no statistics endpoint)",
+    ]
+    if failed:
+        header.append(f"- servers that failed to start: {', '.join(failed)} (see *-server.log)")
+    report = markdown(results, batches, ceiling_rows, variants, args, header)
+    json_path = out_dir / "batching.json"
+    json_path.write_text(
+        json.dumps(
+            {
+                "variants": {v.key: asdict(v) for v in variants},
+                "measurements": [asdict(m) for m in results],
+                "batches": [
+                    {"variant": k[0], "protocol": k[1], "concurrency": k[2], "average": b.average, **asdict(b)}
+                    for k, b in batches.items()
+                ],
+                "ceiling_rows_per_s": ceiling_rows,
+                "wall_s": wall,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    note = "plot skipped (--no-plot)" if args.no_plot else plot(json_path, out_dir / "batching.png")
+    report += f"\n{note}\n"
+    (out_dir / "batching.md").write_text(report)
+    (RESULTS / "latest-batching.md").write_text(report)
+    print()
+    print(report, end="")
+    print(f"\nraw CSVs and logs: {out_dir.relative_to(ROOT)}")
+    return 0 if results and all(m.ok for m in results) and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
