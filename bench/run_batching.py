@@ -324,6 +324,14 @@ def best_batched(
     return max(ok, key=lambda m: m.throughput or 0.0, default=None)
 
 
+def server_queue_ms(m: Measurement | None) -> str:
+    """perf_analyzer's server-side average queue time (from the server's statistics), in ms."""
+    try:
+        return f"{float(m.extra['Server Queue']) / 1000:.2f}" if m and m.ok else "-"
+    except (KeyError, ValueError):
+        return "-"
+
+
 def markdown(
     results: list[Measurement],
     batches: dict[tuple[str, str, int], BatchInfo],
@@ -333,8 +341,8 @@ def markdown(
     header: Sequence[str],
 ) -> str:
     by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
-    lines = [*header, "", "| variant | protocol | conc | infer/s | p50 ms | p99 ms | avg batch (max) |"]
-    lines.append("|---|---|---:|---:|---:|---:|---|")
+    lines = [*header, "", "| variant | protocol | conc | infer/s | p50 ms | p99 ms | avg batch (max) | srv queue ms |"]
+    lines.append("|---|---|---:|---:|---:|---:|---|---:|")
     for variant in variants:
         for protocol in args.protocols:
             for concurrency in args.concurrency:
@@ -350,6 +358,7 @@ def markdown(
                     fmt(m.p50_us if m else None, 1000),
                     fmt(m.p99_us if m else None, 1000),
                     batch,
+                    server_queue_ms(m) if variant.server == "modelserve" else "n/a",
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     best_size, best_rows = max(ceiling_rows.items(), key=lambda kv: kv[1], default=(0, 0.0))
@@ -460,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = RESULTS / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     results: list[Measurement] = []
     batches: dict[tuple[str, str, int], BatchInfo] = {}
     # Every repository and spec first, so a missing prerequisite fails before any measurement.
@@ -477,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = [
         f"# Dynamic batching: perf_analyzer, {DIGITS} (and iris), batch 1 per request",
         "",
-        f"- run {stamp}, git {git_revision()}, {os.cpu_count()} CPUs ({cpu_model()}); wall time {wall:.0f} s",
+        f"- run {stamp}, git {git_revision()}, {os.cpu_count()} CPUs ({cpu_model()}); wall time {wall:.0f} s; "
+        f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (other work disturbs the numbers)",
         f"- perf_analyzer 2.60.0, {'/'.join(args.protocols)}, time windows of {args.interval_ms} ms, stability 50 %, "
         f"at most {args.max_trials} windows; server on CPUs '{args.server_cpus}', perf_analyzer on '{args.client_cpus}'",
         f"- modelserve runs the ONNX export of {DIGITS}; MLServer 1.7.1 runs the scikit-learn MLPClassifier of the "
@@ -485,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"max_batch_size {shipped_max_batch_size()}, max_batch_time {args.mlserver_batch_time} s)",
         f"- triton: max_queue_delay_microseconds {args.delay_us}, no preferred sizes; triton-pref: preferred "
         f"{args.preferred}; max_batch_size {shipped_max_batch_size()}; avg batch = rows per execution from "
-        "modelserve's batch_stats over each run (n/a: MLServer has no statistics endpoint)",
+        "modelserve's batch_stats over each run, srv queue = perf_analyzer's server-side queue time "
+        "(n/a: MLServer has no statistics endpoint)",
     ]
     if failed:
         header.append(f"- servers that failed to start: {', '.join(failed)} (see *-server.log)")

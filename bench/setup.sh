@@ -3,6 +3,7 @@
 #   .bench/pa              perf_analyzer 2.60.0 and the Debian 13 runtime it needs (see ../shared/bench-kit)
 #   .bench/mlserver-venv   MLServer 1.7.1 + its scikit-learn runtime: the peer we compare against.
 #   .bench/mlserver-models MLServer's repository for iris (bench/mlserver_repo.py, rebuilt each time: ~7 s)
+#   .bench/plot-venv       matplotlib, only for bench/plot_batching.py (run_batching.py's PNG)
 # The peer is never a dependency of modelserve; it lives in its own venv and is only used by bench/.
 # Run from the repository root (the Makefile does): bash bench/setup.sh
 set -euo pipefail
@@ -45,7 +46,22 @@ if "$V/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_
   echo "setup: warning: torch was pulled into $V" >&2
 fi
 
-# 3. MLServer's model repository: the same fitted estimator as examples/models/iris (needs the project's
+# 3. matplotlib for the batching plot, in a venv of its own (never in .venv, never a project dependency).
+P=.bench/plot-venv
+PLOT_REQS=(matplotlib==3.11.2)
+if [ -x "$P/bin/python" ] && [ "$(cat "$P/.bench-reqs" 2>/dev/null)" = "${PLOT_REQS[*]}" ] \
+   && "$P/bin/python" -c "import matplotlib" 2>/dev/null; then
+  echo "setup: $P already present"
+else
+  echo "setup: creating $P"
+  rm -rf "$P"
+  "$PY" -m venv "$P"
+  "$P/bin/pip" install --disable-pip-version-check "${PLOT_REQS[@]}" > .bench/plot-pip.log 2>&1 \
+    || { tail -n 30 .bench/plot-pip.log >&2; echo "setup: pip install of matplotlib failed" >&2; exit 1; }
+  echo "${PLOT_REQS[*]}" > "$P/.bench-reqs"
+fi
+
+# 4. MLServer's model repository: the same fitted estimator as examples/models/iris (needs the project's
 #    .venv, which has examples/build_models.py's imports).
 .venv/bin/python bench/mlserver_repo.py
 echo "setup: done"

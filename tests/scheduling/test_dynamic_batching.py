@@ -291,3 +291,16 @@ def test_a_full_queue_refuses_at_once(tmp_path: Path, pool) -> None:  # type: ig
         assert "queue for priority level 1 is full (2 requests waiting" in refused[0].json()["error"]
         assert refused[0].headers["retry-after"] == "1"
         assert sorted(f.result(timeout=30).status_code for f in futures) == [200, 200, 503, 503, 503]
+
+
+def test_instances_run_batches_in_parallel(tmp_path: Path, pool) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "repo"
+    config = batch_config(tmp_path, max_batch_size=1) + "\ninstance_group [ { count: 2 } ]\n"
+    write_python_model(repo / "batched", BATCH_MODEL, config)
+    with running_server(repo) as server:
+        first = start_busy(server, tmp_path, pool, 1.5)
+        second = pool.submit(infer, server, np.array([[999, 0.1]], np.float32))
+        # The second slow request runs on the other instance and finishes while the first still runs.
+        assert second.result(timeout=30).status_code == 200
+        assert not first.done(), "the second batch waited for the first instead of using the idle instance"
+        assert first.result(timeout=30).status_code == 200
