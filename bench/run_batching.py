@@ -25,7 +25,13 @@ each, the ONNX file hard-linked from ``examples/models``, configs written here);
 CPU 0, perf_analyzer on CPU 1, every wait bounded, servers always stopped. Around each perf_analyzer run
 the script reads ``GET /v2/models/{m}/stats`` and reports the average executed batch size (rows per
 execution from ``batch_stats``) over that run; perf_analyzer's own "Server:" counts go to results.json.
-A run that perf_analyzer cannot stabilise is retried once (``--retries``).
+Every variant is measured ``--rounds`` (2) times, the rounds interleaving the variants so that slow drift
+hits all of them alike; the table gives the median of each number over the rounds and the throughput
+range. Other work on this small machine (tests, builds) moves the numbers: each perf_analyzer run also counts
+the CPU time that processes other than the server, perf_analyzer and this script used meanwhile ("other
+CPU %", of one CPU, steal included). A run that perf_analyzer cannot stabilise, or that others disturbed
+by more than ``--max-other-cpu`` (15 %), is repeated up to ``--retries`` (2) times; the least disturbed
+successful attempt is kept, and its "other CPU %" is in the table.
 
 Outputs: ``.bench/results/<timestamp>/`` (CSVs, logs, batching.md, batching.json, batching.png), the
 markdown copied to ``.bench/results/latest-batching.md`` and the plot to ``docs/bench/batching.png``.
@@ -41,10 +47,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +94,7 @@ DOCS_PLOT = ROOT / "docs" / "bench" / "batching.png"
 DIGITS = "digits_mlp"
 STATS_TIMEOUT_S = 10.0
 PLOT_TIMEOUT_S = 120.0
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -210,12 +220,17 @@ def build_mlserver_repo(args: argparse.Namespace) -> Path:
     return repo
 
 
-def spec_for(variant: Variant, args: argparse.Namespace) -> ServerSpec:
+def build_repo(variant: Variant, args: argparse.Namespace) -> Path:
+    return build_mlserver_repo(args) if variant.server == "mlserver" else build_modelserve_repo(variant, args)
+
+
+def spec_for(variant: Variant, repo: Path, name: str) -> ServerSpec:
+    """A fresh spec (new free ports) for one start of variant's server; name prefixes its files."""
     if variant.server == "mlserver":
-        spec = mlserver_spec(variant.model, repo=build_mlserver_repo(args), name=variant.key)
+        spec = mlserver_spec(variant.model, repo=repo, name=name)
         # One BLAS thread: the server has one pinned core, as modelserve's one intra-op thread.
         return dataclasses.replace(spec, env={**spec.env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
-    return modelserve_spec(variant.model, repo=build_modelserve_repo(variant, args), name=variant.key)
+    return modelserve_spec(variant.model, repo=repo, name=name)
 
 
 # -- statistics ----------------------------------------------------------------------------------------
@@ -250,28 +265,89 @@ def batch_delta(before: dict[int, int] | None, after: dict[int, int] | None) -> 
 # -- measuring -----------------------------------------------------------------------------------------
 
 
+def busy_ticks() -> int:
+    """CPU time spent by anything on the machine so far (all CPUs; steal included), in clock ticks."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def process_ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads), in clock ticks; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def own_ticks() -> int:
+    """This script and its waited-for children (perf_analyzer runs), in clock ticks."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return round(total * TICKS_PER_S)
+
+
+@dataclass
+class Attempt:
+    measurement: Measurement
+    batch: BatchInfo | None
+    other_cpu_pct: float  # CPU used by other processes during the run, in % of one CPU
+
+
+def measure_once(
+    variant: Variant,
+    spec: ServerSpec,
+    server_pid: int,
+    protocol: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    out_dir: Path,
+) -> Attempt:
+    before = batch_counts(spec, variant.model)
+    ticks = (busy_ticks(), process_ticks(server_pid), own_ticks())
+    started = time.monotonic()
+    m = run_pa(spec, variant.model, protocol, concurrency, args, out_dir)
+    elapsed = max(time.monotonic() - started, 1e-3)
+    busy, server, own = busy_ticks() - ticks[0], process_ticks(server_pid) - ticks[1], own_ticks() - ticks[2]
+    other = max(0, busy - server - own) / TICKS_PER_S / elapsed * 100
+    m.extra["other_cpu_pct"] = f"{other:.1f}"
+    return Attempt(m, batch_delta(before, batch_counts(spec, variant.model)), other)
+
+
 def measure_variant(
     variant: Variant,
     spec: ServerSpec,
     args: argparse.Namespace,
     out_dir: Path,
     results: list[Measurement],
-    batches: dict[tuple[str, str, int], BatchInfo],
+    batches: dict[tuple[str, str, int], list[BatchInfo]],
 ) -> None:
-    with running(spec, variant.model, args.server_cpus, out_dir / f"{variant.key}-server.log"):
+    """Every protocol and concurrency on one server. A run is repeated (up to --retries times) when
+    perf_analyzer could not stabilise or other processes used more than --max-other-cpu % of a CPU;
+    the least disturbed successful attempt is kept."""
+    with running(spec, variant.model, args.server_cpus, out_dir / f"{spec.name}-server.log") as proc:
         for protocol in args.protocols:
             for concurrency in args.concurrency:
-                before = batch_counts(spec, variant.model)
+                attempts: list[Attempt] = []
                 for attempt in range(1 + args.retries):
-                    m = run_pa(spec, variant.model, protocol, concurrency, args, out_dir)
-                    if m.ok or "stable measurement" not in m.error:
+                    a = measure_once(variant, spec, proc.pid, protocol, concurrency, args, out_dir)
+                    attempts.append(a)
+                    unstable = not a.measurement.ok and "stable measurement" in a.measurement.error
+                    disturbed = a.measurement.ok and a.other_cpu_pct > args.max_other_cpu
+                    if not (unstable or disturbed) or attempt == args.retries:
                         break
-                    print(
-                        f"  {variant.key:11} {protocol:4} c={concurrency:<3} unstable, retry {attempt + 1}", flush=True
-                    )
-                info = batch_delta(before, batch_counts(spec, variant.model))
+                    why = "unstable" if unstable else f"disturbed (other processes: {a.other_cpu_pct:.0f} % CPU)"
+                    print(f"  {variant.key:11} {protocol:4} c={concurrency:<3} {why}: again", flush=True)
+                ok = [a for a in attempts if a.measurement.ok]
+                best = min(ok, key=lambda a: a.other_cpu_pct) if ok else attempts[-1]
+                m, info = best.measurement, best.batch
+                m.server = variant.key  # spec.name also carries the round; the file names keep it
+                m.extra["attempts"] = str(len(attempts))
                 if info is not None:
-                    batches[(variant.key, protocol, concurrency)] = info
+                    batches.setdefault((variant.key, protocol, concurrency), []).append(info)
                 results.append(m)
                 if m.ok:
                     assert m.throughput is not None and m.p50_us is not None and m.p99_us is not None
@@ -279,7 +355,8 @@ def measure_variant(
                     batch = f"  avg batch {avg:5.1f} (max {info.max_batch})" if info and avg else ""
                     print(
                         f"  {variant.key:11} {protocol:4} c={concurrency:<3} {m.throughput:9.1f} infer/s  "
-                        f"p50 {m.p50_us / 1000:7.2f} ms  p99 {m.p99_us / 1000:7.2f} ms{batch}",
+                        f"p50 {m.p50_us / 1000:7.2f} ms  p99 {m.p99_us / 1000:7.2f} ms{batch}  "
+                        f"other CPU {best.other_cpu_pct:.0f} %",
                         flush=True,
                     )
                 else:
@@ -324,6 +401,51 @@ def best_batched(
     return max(ok, key=lambda m: m.throughput or 0.0, default=None)
 
 
+def combine(rounds: list[Measurement]) -> Measurement:
+    """One measurement from the rounds of one (variant, protocol, concurrency): the median of each of
+    throughput, p50 and p99 over the successful rounds; their throughput range goes to extra."""
+    ok = [m for m in rounds if m.ok]
+    if not ok:
+        return rounds[-1]
+
+    def median(values: list[float | None]) -> float:
+        return float(statistics.median(v for v in values if v is not None))
+
+    extra = dict(ok[0].extra)
+    throughputs = [m.throughput for m in ok if m.throughput is not None]
+    extra["rounds"] = str(len(ok))
+    extra["throughput_min"], extra["throughput_max"] = f"{min(throughputs):.1f}", f"{max(throughputs):.1f}"
+    queues = [float(m.extra["Server Queue"]) for m in ok if "Server Queue" in m.extra]
+    if queues:
+        extra["Server Queue"] = f"{statistics.median(queues):.0f}"
+    extra["other_cpu_pct"] = f"{max(float(m.extra.get('other_cpu_pct', 0)) for m in ok):.1f}"
+    return dataclasses.replace(
+        ok[0],
+        throughput=median([m.throughput for m in ok]),
+        p50_us=median([m.p50_us for m in ok]),
+        p99_us=median([m.p99_us for m in ok]),
+        csv_path=" ".join(m.csv_path for m in ok),
+        extra=extra,
+    )
+
+
+def merge_batches(infos: list[BatchInfo]) -> BatchInfo:
+    total = BatchInfo()
+    for info in infos:
+        total.executions += info.executions
+        total.rows += info.rows
+        total.max_batch = max(total.max_batch, info.max_batch)
+        for size, n in info.histogram.items():
+            total.histogram[size] = total.histogram.get(size, 0) + n
+    return total
+
+
+def throughput_range(m: Measurement | None) -> str:
+    if not m or "throughput_min" not in m.extra:
+        return "-"
+    return f"{float(m.extra['throughput_min']):.0f}-{float(m.extra['throughput_max']):.0f}"
+
+
 def server_queue_ms(m: Measurement | None) -> str:
     """perf_analyzer's server-side average queue time (from the server's statistics), in ms."""
     try:
@@ -334,6 +456,7 @@ def server_queue_ms(m: Measurement | None) -> str:
 
 def markdown(
     results: list[Measurement],
+    raw: list[Measurement],
     batches: dict[tuple[str, str, int], BatchInfo],
     ceiling_rows: dict[int, float],
     variants: list[Variant],
@@ -341,8 +464,13 @@ def markdown(
     header: Sequence[str],
 ) -> str:
     by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
-    lines = [*header, "", "| variant | protocol | conc | infer/s | p50 ms | p99 ms | avg batch (max) | srv queue ms |"]
-    lines.append("|---|---|---:|---:|---:|---:|---|---:|")
+    lines = [
+        *header,
+        "",
+        "| variant | protocol | conc | infer/s | (range) | p50 ms | p99 ms | avg batch (max) | srv queue ms "
+        "| other CPU % |",
+    ]
+    lines.append("|---|---|---:|---:|---|---:|---:|---|---:|---:|")
     for variant in variants:
         for protocol in args.protocols:
             for concurrency in args.concurrency:
@@ -355,10 +483,12 @@ def markdown(
                     protocol,
                     str(concurrency),
                     fmt(m.throughput if m else None, 1, 0),
+                    throughput_range(m),
                     fmt(m.p50_us if m else None, 1000),
                     fmt(m.p99_us if m else None, 1000),
                     batch,
                     server_queue_ms(m) if variant.server == "modelserve" else "n/a",
+                    m.extra.get("other_cpu_pct", "-") if m else "-",
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     best_size, best_rows = max(ceiling_rows.items(), key=lambda kv: kv[1], default=(0, 0.0))
@@ -403,7 +533,7 @@ def markdown(
             lines.append(
                 f"- {protocol} {key}: p50 {m.p50_us / 1000:.3f} ms vs {base.p50_us / 1000:.3f} ms = {r:.2f}{verdict}"
             )
-    errors = [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in results if not m.ok]
+    errors = [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in raw if not m.ok]
     if errors:
         lines += ["", "Failed measurements:", *errors]
     return "\n".join(lines) + "\n"
@@ -430,6 +560,22 @@ def plot(json_path: Path, png_path: Path) -> str:
 # -- main ----------------------------------------------------------------------------------------------
 
 
+def src_state() -> str:
+    """What modelserve code the servers run: HEAD, plus a digest of uncommitted changes under src/."""
+    try:
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "src"], cwd=ROOT, capture_output=True, timeout=10, check=False
+        ).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if not diff:
+        return f"src/ as in {head}"
+    return f"src/ = {head} + uncommitted changes (digest {hashlib.sha1(diff).hexdigest()[:8]})"
+
+
 def variant_list(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [v for v in values if v not in VARIANTS]
@@ -445,7 +591,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", type=variant_list, default=list(VARIANTS), help="default: all")
     p.add_argument("--interval-ms", type=int, default=2000, help="perf_analyzer measurement window")
     p.add_argument("--max-trials", type=int, default=5, help="perf_analyzer windows before giving up")
-    p.add_argument("--retries", type=int, default=1, help="reruns of a perf_analyzer run that did not stabilise")
+    p.add_argument("--rounds", type=int, default=2, help="times every variant is measured (median reported)")
+    p.add_argument("--retries", type=int, default=2, help="reruns of an unstable or disturbed perf_analyzer run")
+    p.add_argument(
+        "--max-other-cpu", type=float, default=15.0, help="%% of a CPU other processes may use before a rerun"
+    )
     p.add_argument("--delay-us", type=int, default=2000, help="triton policy: max_queue_delay_microseconds")
     p.add_argument("--preferred", type=int_list, default=[8, 16, 32], help="triton-pref: preferred_batch_size")
     p.add_argument("--mlserver-batch-time", type=float, default=0.002, help="MLServer max_batch_time (s)")
@@ -470,25 +620,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    results: list[Measurement] = []
-    batches: dict[tuple[str, str, int], BatchInfo] = {}
-    # Every repository and spec first, so a missing prerequisite fails before any measurement.
-    specs = [(variant, spec_for(variant, args)) for variant in variants]
+    src_before = src_state()
+    raw: list[Measurement] = []
+    raw_batches: dict[tuple[str, str, int], list[BatchInfo]] = {}
+    # Every repository (and a first spec) before any measurement, so a missing prerequisite fails early.
+    repos = {variant.key: build_repo(variant, args) for variant in variants}
+    for variant in variants:
+        spec_for(variant, repos[variant.key], variant.key)
     ceiling_rows = {} if args.no_ceiling else ceiling(args)
     failed: list[str] = []
-    for variant, spec in specs:
-        try:
-            measure_variant(variant, spec, args, out_dir, results, batches)
-        except RuntimeError as exc:  # a server that never became ready: report it, measure the others
-            print(f"[{variant.key}] FAILED: {exc}", file=sys.stderr, flush=True)
-            failed.append(variant.key)
+    for n in range(1, args.rounds + 1):  # rounds interleave the variants, so drift hits them alike
+        if args.rounds > 1:
+            print(f"-- round {n}/{args.rounds}", flush=True)
+        for variant in variants:
+            name = variant.key if args.rounds == 1 else f"{variant.key}.r{n}"
+            try:
+                measure_variant(variant, spec_for(variant, repos[variant.key], name), args, out_dir, raw, raw_batches)
+            except RuntimeError as exc:  # a server that never became ready: report it, measure the others
+                print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
+                failed.append(name)
     wall = time.monotonic() - started
+    grouped: dict[tuple[str, str, int], list[Measurement]] = {}
+    for m in raw:
+        grouped.setdefault((m.server, m.protocol, m.concurrency), []).append(m)
+    results = [combine(ms) for ms in grouped.values()]
+    batches = {key: merge_batches(infos) for key, infos in raw_batches.items()}
 
     header = [
         f"# Dynamic batching: perf_analyzer, {DIGITS} (and iris), batch 1 per request",
         "",
         f"- run {stamp}, git {git_revision()}, {os.cpu_count()} CPUs ({cpu_model()}); wall time {wall:.0f} s; "
-        f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (other work disturbs the numbers)",
+        f"1-min load average {load_before:.2f} before the run; {args.rounds} round(s), medians reported",
+        f"- modelserve code: {src_before}"
+        + ("" if src_state() == src_before else f"; WARNING: src/ changed during the run (now {src_state()})"),
         f"- perf_analyzer 2.60.0, {'/'.join(args.protocols)}, time windows of {args.interval_ms} ms, stability 50 %, "
         f"at most {args.max_trials} windows; server on CPUs '{args.server_cpus}', perf_analyzer on '{args.client_cpus}'",
         f"- modelserve runs the ONNX export of {DIGITS}; MLServer 1.7.1 runs the scikit-learn MLPClassifier of the "
@@ -501,13 +665,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if failed:
         header.append(f"- servers that failed to start: {', '.join(failed)} (see *-server.log)")
-    report = markdown(results, batches, ceiling_rows, variants, args, header)
+    report = markdown(results, raw, batches, ceiling_rows, variants, args, header)
     json_path = out_dir / "batching.json"
     json_path.write_text(
         json.dumps(
             {
                 "variants": {v.key: asdict(v) for v in variants},
                 "measurements": [asdict(m) for m in results],
+                "rounds": [asdict(m) for m in raw],
                 "batches": [
                     {"variant": k[0], "protocol": k[1], "concurrency": k[2], "average": b.average, **asdict(b)}
                     for k, b in batches.items()
@@ -526,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report, end="")
     print(f"\nraw CSVs and logs: {out_dir.relative_to(ROOT)}")
-    return 0 if results and all(m.ok for m in results) and not failed else 1
+    return 0 if raw and all(m.ok for m in raw) and not failed else 1
 
 
 if __name__ == "__main__":

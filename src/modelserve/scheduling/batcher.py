@@ -12,6 +12,13 @@ its requests is retried alone, so one request the model chokes on fails by itsel
 
 With ``preserve_ordering`` responses leave in the order the batches were formed, even when instances
 finish out of order.
+
+Threads: the queue and the batcher task live on the event loop. gRPC calls arrive on grpcio's threads:
+they hand their request to the loop with ``call_soon_threadsafe`` and wait on a thread-safe future.
+Under the adaptive policy, a request that finds nothing queued and an instance idle is a batch of one
+and runs at once (on the gRPC thread itself, or the instance's thread for REST) without a trip through
+the batcher task: batching then costs a lone request nothing. The idle-instance list is shared, so it
+is guarded by a lock.
 """
 
 from __future__ import annotations
@@ -36,12 +43,29 @@ from modelserve.scheduling.admission import wait_until_idle
 from modelserve.scheduling.batch_policy import BatchPolicy, QueuedView, decide
 from modelserve.scheduling.request_queue import PriorityQueues, QueueEntry, deadline_error
 from modelserve.scheduling.shapes import to_client, to_model_shape
+from modelserve.scheduling.single import SingleRun, as_runtime_failure
 
 __all__ = ["DynamicBatchScheduler"]
 
 log = logging.getLogger(__name__)
 
 _Outcome = dict[str, np.ndarray] | BaseException
+_AnyFuture = asyncio.Future[dict[str, np.ndarray]] | concurrent.futures.Future[dict[str, np.ndarray]]
+
+
+def _settle(entry: QueueEntry, outcome: _Outcome) -> None:
+    """Answer a queued request, whichever kind of caller waits for it (a coroutine on the loop, or a gRPC
+    thread); a caller that went away (future cancelled) is skipped."""
+    future = entry.future
+    if future.done():
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        pass  # cancelled by its caller's thread between the check and the set
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +100,10 @@ class DynamicBatchScheduler:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, len(runtimes)), thread_name_prefix=f"batch-{signature.name}-{version}"
         )
+        self._single = SingleRun(signature, self._owner, statistics, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._pending_pushes = 0
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
@@ -91,6 +118,7 @@ class DynamicBatchScheduler:
     async def start(self) -> None:
         """Start the batcher task on the running loop (the scheduler owns it; ``close`` stops it)."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
         self._wake = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name=f"batcher {self._owner}")
 
@@ -112,8 +140,7 @@ class DynamicBatchScheduler:
         if self._task is not None:
             self._task.cancel()
         for entry in self._queues.drain_all():
-            if not entry.future.done():
-                entry.future.set_exception(QueueError(f"{self._owner} was unloaded before this request ran"))
+            _settle(entry, QueueError(f"{self._owner} was unloaded before this request ran"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- requests --------------------------------------------------------------------------------
@@ -123,53 +150,141 @@ class DynamicBatchScheduler:
             (name, array.shape[1:], request.input_datatypes[name]) for name, array in sorted(request.inputs.items())
         )
 
-    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        assert self._loop is not None and self._wake is not None, "start() the batcher first"
+    def _admit(self) -> int:
         with self._lock:
             if self._closed:
                 raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
             self._active += 1
-        start = self._clock.now_ns()
+        return self._clock.now_ns()
+
+    def _finish_request(self, start_ns: int, *, succeeded: bool) -> None:
+        self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
+        with self._lock:
+            self._active -= 1
+
+    def _entry(
+        self, request: InferRequest, output_names: Sequence[str], start_ns: int, future: _AnyFuture
+    ) -> QueueEntry:
+        level = self._queues.level_for(request.priority)
+        return QueueEntry(
+            request=request,
+            output_names=tuple(output_names),
+            rows=next(iter(request.inputs.values())).shape[0] if request.inputs else 1,
+            shape_key=self._shape_key(request),
+            enqueued_ns=start_ns,
+            deadline_ns=self._queues.deadline_for(level, request.timeout_us, start_ns),
+            level=level,
+            future=future,
+        )
+
+    def _take_idle_for_fast_path(self) -> Runtime | None:
+        """Adaptive policy, nothing queued, an instance idle: the request is a batch of one and runs now,
+        without a trip through the batcher task. (A request queued by another thread at this very moment
+        may be overtaken by this one; it runs next.)"""
+        if not self._policy.adaptive or len(self._queues) or self._pending_pushes:
+            return None
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _return_instance(self, runtime: Runtime) -> None:
+        with self._lock:
+            self._idle.append(runtime)
+        if not len(self._queues) and not self._pending_pushes:
+            return  # nobody waits; a request queued from now on finds this instance idle
+        assert self._loop is not None and self._wake is not None
+        if self._loop_thread is threading.current_thread():
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        assert self._loop is not None and self._wake is not None, "start() the batcher first"
+        start = self._admit()
         succeeded = False
         try:
-            level = self._queues.level_for(request.priority)
-            entry = QueueEntry(
-                request=request,
-                output_names=tuple(output_names),
-                rows=next(iter(request.inputs.values())).shape[0] if request.inputs else 1,
-                shape_key=self._shape_key(request),
-                enqueued_ns=start,
-                deadline_ns=self._queues.deadline_for(level, request.timeout_us, start),
-                level=level,
-                future=self._loop.create_future(),
-            )
-            self._queues.push(entry)
-            self._wake.set()
-            try:
-                outputs = await entry.future
-            except asyncio.CancelledError:
-                # The caller is gone: if still queued, the batcher drops the entry before it runs.
-                entry.future.cancel()
+            self._queues.level_for(request.priority)  # a bad priority is refused on every path
+            runtime = self._take_idle_for_fast_path()
+            if runtime is not None:
+                outputs = await self._run_fast(runtime, request, output_names, start)
+            else:
+                entry = self._entry(request, output_names, start, self._loop.create_future())
+                self._queues.push(entry)
                 self._wake.set()
-                raise
+                try:
+                    outputs = await entry.future  # type: ignore[misc]
+                except asyncio.CancelledError:
+                    # The caller is gone: if still queued, the batcher drops the entry before it runs.
+                    entry.future.cancel()
+                    self._wake.set()
+                    raise
             succeeded = True
             return outputs
         finally:
-            self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start)
-            with self._lock:
-                self._active -= 1
+            self._finish_request(start, succeeded=succeeded)
+
+    async def _run_fast(
+        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], start_ns: int
+    ) -> dict[str, np.ndarray]:
+        assert self._loop is not None
+        queued = self._clock.now_ns()
+        self._stats.record_queue(queued - start_ns)
+        future = self._loop.run_in_executor(self._executor, self._single.run, runtime, request, output_names, queued)
+        # The instance goes back when its thread is done, even if this caller is cancelled meanwhile.
+        future.add_done_callback(lambda _: self._return_instance(runtime))
+        return await asyncio.shield(future)
 
     def execute_blocking(
         self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
     ) -> dict[str, np.ndarray]:
+        """From a gRPC thread. On the fast path the model runs on this thread; otherwise the request is
+        queued on the loop and its result is handed straight from the instance's thread to this one."""
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.execute(request, output_names), self._loop)
-        if cancel is not None:
-            cancel.add_callback(future.cancel)
+        start = self._admit()
+        succeeded = False
         try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise QueueError("the request was cancelled", code=ErrorCode.CANCELLED) from None
+            self._queues.level_for(request.priority)  # a bad priority is refused on every path
+            runtime = self._take_idle_for_fast_path()
+            if runtime is not None:
+                queued = self._clock.now_ns()
+                self._stats.record_queue(queued - start)
+                try:
+                    outputs = self._single.run(runtime, request, output_names, queued)
+                finally:
+                    self._return_instance(runtime)
+            else:
+                waiter: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
+                entry = self._entry(request, output_names, start, waiter)
+                with self._lock:
+                    self._pending_pushes += 1
+                self._loop.call_soon_threadsafe(self._push_from_thread, entry)
+                if cancel is not None:
+                    cancel.add_callback(lambda: self._cancel_from_thread(waiter))
+                try:
+                    outputs = waiter.result()
+                except concurrent.futures.CancelledError:
+                    raise QueueError("the request was cancelled", code=ErrorCode.CANCELLED) from None
+            succeeded = True
+            return outputs
+        finally:
+            self._finish_request(start, succeeded=succeeded)
+
+    def _push_from_thread(self, entry: QueueEntry) -> None:
+        with self._lock:
+            self._pending_pushes -= 1
+        if entry.future.done():
+            return  # cancelled before it reached the queue
+        try:
+            self._queues.push(entry)
+        except ModelServeError as exc:
+            _settle(entry, exc)
+            return
+        assert self._wake is not None
+        self._wake.set()
+
+    def _cancel_from_thread(self, waiter: concurrent.futures.Future[dict[str, np.ndarray]]) -> None:
+        if waiter.cancel():
+            assert self._loop is not None and self._wake is not None
+            self._loop.call_soon_threadsafe(self._wake.set)  # the batcher drops it from the queue
 
     # -- the batcher task ------------------------------------------------------------------------
 
@@ -182,8 +297,7 @@ class DynamicBatchScheduler:
             except Exception:
                 log.exception("%s: batcher turn failed; failing the queued requests involved", self._owner)
                 for entry in self._queues.drain_all():
-                    if not entry.future.done():
-                        entry.future.set_exception(RuntimeFailure(f"{self._owner}: internal scheduling error"))
+                    _settle(entry, RuntimeFailure(f"{self._owner}: internal scheduling error"))
             if wake_at == 0:
                 continue  # dispatched a batch: look again at once
             self._wake.clear()
@@ -198,22 +312,26 @@ class DynamicBatchScheduler:
         """One decision. Returns 0 after dispatching, else the monotonic ns to wake at (None: on change)."""
         now = self._clock.now_ns()
         for entry in self._queues.expire(now):
-            if not entry.future.done():
-                entry.future.set_exception(deadline_error(self._owner, entry, now))
+            _settle(entry, deadline_error(self._owner, entry, now))
         self._queues.drop_abandoned()
         entries = self._queues.ordered()
         if not entries:
             return None
         views = [QueuedView(e.rows, e.shape_key, e.enqueued_ns, e.deadline_ns) for e in entries]
-        decision = decide(views, now, self._policy, idle_instances=len(self._idle))
+        with self._lock:
+            idle = len(self._idle)
+        decision = decide(views, now, self._policy, idle_instances=idle)
         if not decision.run:
             return decision.wake_at_ns
+        with self._lock:
+            if not self._idle:
+                return None  # taken by a fast-path caller meanwhile; its return wakes us
+            runtime = self._idle.pop()
         batch = [entries[i] for i in decision.run]
         self._queues.remove(batch)
         for entry in batch:
             entry.dispatched_ns = now
             self._stats.record_queue(now - entry.enqueued_ns)
-        runtime = self._idle.pop()
         sequence = self._next_batch
         self._next_batch += 1
         assert self._loop is not None
@@ -228,7 +346,6 @@ class DynamicBatchScheduler:
         batch: list[QueueEntry],
         done: asyncio.Future[tuple[list[_Outcome], _BatchTimes]],
     ) -> None:
-        self._idle.append(runtime)
         if done.cancelled():
             outcomes: list[_Outcome] = [QueueError(f"{self._owner} was unloaded while this request ran")] * len(batch)
         elif done.exception() is not None:
@@ -237,18 +354,19 @@ class DynamicBatchScheduler:
             outcomes = [failure] * len(batch)
         else:
             outcomes, times = done.result()
-            rows = sum(e.rows for e in batch)
-            self._stats.record_execution(
-                batch_size=rows,
-                input_ns=times.input_ns,
-                infer_ns=times.infer_ns,
-                output_ns=times.output_ns,
-                requests=len(batch),
-            )
+            self._record(times, batch)
         self._finished[sequence] = list(zip(batch, outcomes, strict=True))
         self._deliver(sequence)
-        assert self._wake is not None
-        self._wake.set()
+        self._return_instance(runtime)
+
+    def _record(self, times: _BatchTimes, batch: list[QueueEntry]) -> None:
+        self._stats.record_execution(
+            batch_size=sum(e.rows for e in batch),
+            input_ns=times.input_ns,
+            infer_ns=times.infer_ns,
+            output_ns=times.output_ns,
+            requests=len(batch),
+        )
 
     def _deliver(self, sequence: int) -> None:
         ready = [sequence] if not self._preserve_ordering else []
@@ -258,12 +376,7 @@ class DynamicBatchScheduler:
                 self._next_delivery += 1
         for number in ready:
             for entry, outcome in self._finished.pop(number):
-                if entry.future.done():
-                    continue  # the caller went away while its batch ran
-                if isinstance(outcome, BaseException):
-                    entry.future.set_exception(outcome)
-                else:
-                    entry.future.set_result(outcome)
+                _settle(entry, outcome)
 
     # -- on an instance's thread -------------------------------------------------------------------
 
@@ -328,6 +441,4 @@ class DynamicBatchScheduler:
             return self._as_error(exc)
 
     def _as_error(self, exc: Exception) -> ModelServeError:
-        if isinstance(exc, ModelServeError):
-            return exc
-        return RuntimeFailure(f"{self._owner} failed: {type(exc).__name__}: {exc}")
+        return as_runtime_failure(exc, self._owner)

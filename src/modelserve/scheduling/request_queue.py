@@ -21,6 +21,7 @@ Used only from the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ class QueueEntry:
     enqueued_ns: int
     deadline_ns: int | None
     level: int
-    future: asyncio.Future[dict[str, np.ndarray]]
+    # An asyncio future for callers on the loop, a concurrent one for callers on threads (gRPC).
+    future: asyncio.Future[dict[str, np.ndarray]] | concurrent.futures.Future[dict[str, np.ndarray]]
     delayed: bool = False
     dispatched_ns: int = 0
     sequence: int = field(default=0)

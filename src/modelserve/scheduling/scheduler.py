@@ -22,14 +22,14 @@ import numpy as np
 
 from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
-from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
+from modelserve.core.errors import ErrorCode, QueueError
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import wait_until_idle
 from modelserve.scheduling.instance_pool import InstancePool
-from modelserve.scheduling.shapes import to_client, to_model_shape
+from modelserve.scheduling.single import SingleRun
 
 __all__ = ["DirectScheduler", "Scheduler"]
 
@@ -86,6 +86,7 @@ class DirectScheduler:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, len(runtimes)), thread_name_prefix=f"infer-{signature.name}-{version}"
         )
+        self._single = SingleRun(signature, self._owner, statistics, clock)
         self._closed = False
         self._active = 0
         self._lock = threading.Lock()
@@ -109,40 +110,6 @@ class DirectScheduler:
         with self._lock:
             self._active -= 1
 
-    def _prepare(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int | None]:
-        """Client shapes to model shapes; the batch size when the model batches."""
-        signature = self._signature
-        batching = signature.max_batch_size > 0
-        inputs = {}
-        for name, array in request.inputs.items():
-            spec = signature.inputs_by_name.get(name)
-            inputs[name] = to_model_shape(array, spec, batching) if spec is not None else array
-        batch = next(iter(request.inputs.values())).shape[0] if batching and request.inputs else None
-        return inputs, batch
-
-    def _finish(
-        self, raw: dict[str, np.ndarray], output_names: Sequence[str], batch: int | None, times: tuple[int, int, int]
-    ) -> dict[str, np.ndarray]:
-        queued_ns, prepared_ns, ran_ns = times
-        outputs: dict[str, np.ndarray] = {}
-        for name in output_names:
-            spec = self._signature.outputs_by_name.get(name)
-            if name not in raw or spec is None:
-                raise RuntimeFailure(f"{self._owner} returned no output '{name}'", code=ErrorCode.INTERNAL)
-            outputs[name] = to_client(np.asarray(raw[name]), spec, batch, self._owner)
-        self._stats.record_execution(
-            batch_size=batch if batch is not None else 1,
-            input_ns=prepared_ns - queued_ns,
-            infer_ns=ran_ns - prepared_ns,
-            output_ns=self._clock.now_ns() - ran_ns,
-        )
-        return outputs
-
-    def _wrap(self, exc: Exception) -> ModelServeError:
-        if isinstance(exc, ModelServeError):
-            return exc
-        return RuntimeFailure(f"{self._owner} failed: {type(exc).__name__}: {exc}")
-
     async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
         clock = self._clock
         self._enter()
@@ -153,10 +120,8 @@ class DirectScheduler:
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             try:
-                inputs, batch = self._prepare(request)
-                prepared = clock.now_ns()
                 future = asyncio.get_running_loop().run_in_executor(
-                    self._executor, runtime.infer, inputs, list(output_names)
+                    self._executor, self._single.run, runtime, request, output_names, queued
                 )
             except BaseException:
                 self._pool.release(runtime)
@@ -164,11 +129,7 @@ class DirectScheduler:
             # The instance goes back only when its thread is done, even if this caller is cancelled
             # meanwhile: a runtime instance never runs two calls at once.
             future.add_done_callback(lambda _: self._pool.release(runtime))
-            try:
-                raw = await asyncio.shield(future)
-            except Exception as exc:
-                raise self._wrap(exc) from exc
-            outputs = self._finish(raw, output_names, batch, (queued, prepared, clock.now_ns()))
+            outputs = await asyncio.shield(future)
             succeeded = True
             return outputs
         finally:
@@ -192,14 +153,9 @@ class DirectScheduler:
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             try:
-                inputs, batch = self._prepare(request)
-                prepared = clock.now_ns()
-                raw = runtime.infer(inputs, list(output_names))
-            except Exception as exc:
-                raise self._wrap(exc) from exc
+                outputs = self._single.run(runtime, request, output_names, queued)
             finally:
                 self._pool.release(runtime)
-            outputs = self._finish(raw, output_names, batch, (queued, prepared, clock.now_ns()))
             succeeded = True
             return outputs
         finally:
