@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 MODELS := examples/models/iris/1/model.onnx examples/models/iris_sklearn/1/model.skops \
           examples/models/digits_mlp/1/model.onnx
 
-.PHONY: all venv examples serve test lint typecheck importlint unit bench clean
+.PHONY: all venv examples serve test lint typecheck importlint unit bench bench-batching clean
 
 all: test
 
@@ -43,9 +43,16 @@ unit: examples
 
 test: lint typecheck importlint unit
 
+# modelserve vs MLServer with perf_analyzer (installs both tools under .bench/ on first use).
 bench: examples
 	bash bench/setup.sh
 	$(BIN)/python bench/run_core.py
+
+# Dynamic batching: digits_mlp with each batch policy vs MLServer's adaptive batching, iris, and the
+# in-process onnxruntime ceiling; also draws docs/bench/batching.png.
+bench-batching: examples
+	bash bench/setup.sh
+	$(BIN)/python bench/run_batching.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache
