@@ -73,3 +73,41 @@ class AdmissionGate:
         """
         self._draining = True
         return await wait_until_idle(lambda: self._inflight, timeout_s)
+
+
+class VersionAdmission:
+    """The requests admitted to one model version, and the switch that stops admitting more (unload).
+
+    Shared by both schedulers: ``enter``/``leave`` around every request (thread-safe), ``drain`` to
+    refuse new ones and wait for the admitted ones.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._active = 0
+        self._is_closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closed
+
+    def enter(self) -> None:
+        """Admit one request. Raises :class:`QueueError` once the version is closed."""
+        with self._lock:
+            if self._is_closed:
+                raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._is_closed = True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Close, then wait up to ``timeout_s`` for admitted requests. True if they all finished."""
+        self.close()
+        return await wait_until_idle(lambda: self._active, timeout_s)

@@ -39,7 +39,7 @@ from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
-from modelserve.scheduling.admission import wait_until_idle
+from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.batch_policy import BatchPolicy, QueuedView, decide
 from modelserve.scheduling.request_queue import PriorityQueues, QueueEntry, deadline_error
 from modelserve.scheduling.shapes import to_client, to_model_shape
@@ -106,8 +106,7 @@ class DynamicBatchScheduler:
         self._pending_pushes = 0
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._closed = False
-        self._active = 0
+        self._admission = VersionAdmission(self._owner)
         self._lock = threading.Lock()
         self._next_batch = 0
         self._next_delivery = 0
@@ -124,19 +123,17 @@ class DynamicBatchScheduler:
 
     @property
     def is_ready(self) -> bool:
-        return not self._closed and self._task is not None and any(r.is_healthy for r in self._runtimes)
+        return not self._admission.is_closed and self._task is not None and any(r.is_healthy for r in self._runtimes)
 
     @property
     def queue_depth(self) -> int:
         return len(self._queues)
 
     async def drain(self, timeout_s: float) -> bool:
-        with self._lock:
-            self._closed = True
-        return await wait_until_idle(lambda: self._active, timeout_s)
+        return await self._admission.drain(timeout_s)
 
     def close(self) -> None:
-        self._closed = True
+        self._admission.close()
         if self._task is not None:
             self._task.cancel()
         for entry in self._queues.drain_all():
@@ -151,16 +148,12 @@ class DynamicBatchScheduler:
         )
 
     def _admit(self) -> int:
-        with self._lock:
-            if self._closed:
-                raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
-            self._active += 1
+        self._admission.enter()
         return self._clock.now_ns()
 
     def _finish_request(self, start_ns: int, *, succeeded: bool) -> None:
         self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
-        with self._lock:
-            self._active -= 1
+        self._admission.leave()
 
     def _entry(
         self, request: InferRequest, output_names: Sequence[str], start_ns: int, future: _AnyFuture

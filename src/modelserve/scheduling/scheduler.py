@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
-from modelserve.scheduling.admission import wait_until_idle
+from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.instance_pool import InstancePool
 from modelserve.scheduling.single import SingleRun
 
@@ -87,28 +86,22 @@ class DirectScheduler:
             max_workers=max(1, len(runtimes)), thread_name_prefix=f"infer-{signature.name}-{version}"
         )
         self._single = SingleRun(signature, self._owner, statistics, clock)
-        self._closed = False
-        self._active = 0
-        self._lock = threading.Lock()
+        self._admission = VersionAdmission(self._owner)
 
     @property
     def is_ready(self) -> bool:
-        return not self._closed and any(runtime.is_healthy for runtime in self._runtimes)
+        return not self._admission.is_closed and any(runtime.is_healthy for runtime in self._runtimes)
 
     @property
     def queue_depth(self) -> int:
         return self._pool.waiting
 
     def _enter(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
-            self._active += 1
+        self._admission.enter()
 
     def _leave(self, *, succeeded: bool, start_ns: int) -> None:
         self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
-        with self._lock:
-            self._active -= 1
+        self._admission.leave()
 
     async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
         clock = self._clock
@@ -162,10 +155,8 @@ class DirectScheduler:
             self._leave(succeeded=succeeded, start_ns=start)
 
     async def drain(self, timeout_s: float) -> bool:
-        with self._lock:
-            self._closed = True
-        return await wait_until_idle(lambda: self._active, timeout_s)
+        return await self._admission.drain(timeout_s)
 
     def close(self) -> None:
-        self._closed = True
+        self._admission.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
