@@ -26,3 +26,15 @@ def write_python_model(model_dir: Path, source: str, config: str, version: int =
     (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
     (model_dir / str(version) / "model.py").write_text(textwrap.dedent(source))
     (model_dir / "config.pbtxt").write_text(textwrap.dedent(config))
+
+
+def write_onnx_scale(path: Path, factor: float, *, width: int = 3) -> None:
+    """y = x * factor, batched: input x [N, width] FP32. Different factors tell versions apart."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [1], [factor])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "scale", [x], [y], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))

@@ -79,7 +79,7 @@ def test_failed_load_reaches_every_waiter_and_can_be_retried(tmp_path: Path) -> 
         assert all("the weights are corrupt" in r.json()["error"] for r in responses)
         assert (tmp_path / "loads.log").read_text().count("load") == 1
         index = httpx.post(f"{server.http_url}/v2/repository/index").json()
-        assert index == [{"name": "counted", "state": "UNAVAILABLE", "reason": responses[0].json()["error"]}]
+        assert index == [{"name": "counted", "version": "1", "state": "FAILED", "reason": responses[0].json()["error"]}]
         (tmp_path / "fail").unlink()
         client = httpclient.InferenceServerClient(server.http_address)
         client.load_model("counted")
@@ -162,11 +162,11 @@ def test_a_config_that_disagrees_with_the_model_file_is_refused_naming_both(
         # Bounded wait for both loads to finish (one fails, one succeeds).
         for _ in range(200):
             states = {m["name"]: m["state"] for m in client.get_model_repository_index()}
-            if states.get("good") == "READY" and states.get("bad") == "UNAVAILABLE":
+            if states.get("good") == "READY" and states.get("bad") == "FAILED":
                 break
             httpx.get(f"{server.http_url}/v2/health/live", timeout=1)
         index = {m["name"]: m for m in client.get_model_repository_index()}
-        assert index["bad"]["state"] == "UNAVAILABLE"
+        assert index["bad"]["state"] == "FAILED"
         assert expected in index["bad"]["reason"]
         assert not client.is_server_ready()  # strict readiness: a model that should serve does not
         assert client.is_model_ready("good")

@@ -15,12 +15,30 @@ __all__ = ["LoadedVersion", "VersionState"]
 
 
 class VersionState(enum.StrEnum):
-    """States reported by the repository index (Triton's names)."""
+    r"""The lifecycle of a model version, as the repository index reports it::
+
+        UNKNOWN -> LOADING -> VERIFYING -> WARMING -> READY -> DRAINING -> UNLOADED
+                      \___________\___________\--> FAILED (with the reason)
+
+    LOADING: the config is read, checksums (SHA256SUMS) are checked, runtime instances load.
+    VERIFYING: the config is checked against what the model file declares; every instance is healthy.
+    WARMING: ``model_warmup`` requests run on every instance.
+    READY: serving. DRAINING: replaced or unloading; refuses new requests while admitted ones finish.
+    UNLOADED: released. FAILED: a load that did not reach READY; nothing that was serving changed.
+    UNAVAILABLE: loaded, but no instance can serve right now (e.g. its worker process is being replaced).
+
+    Invariants: one load of a model at a time (single-flight); a new version is published only at READY,
+    in one assignment, and the versions it replaces drain before they unload.
+    """
 
     UNKNOWN = "UNKNOWN"
     LOADING = "LOADING"
+    VERIFYING = "VERIFYING"
+    WARMING = "WARMING"
     READY = "READY"
-    UNLOADING = "UNLOADING"
+    DRAINING = "DRAINING"
+    UNLOADED = "UNLOADED"
+    FAILED = "FAILED"
     UNAVAILABLE = "UNAVAILABLE"
 
 
@@ -33,6 +51,8 @@ class LoadedVersion:
     runtimes: list[Runtime]
     scheduler: Scheduler
     statistics: ModelVersionStatistics
+    load_ns: int = 0
+    warmup_ns: int = 0
 
     @property
     def is_ready(self) -> bool:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelserve.core.clock import Clock
@@ -23,9 +23,11 @@ from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, R
 from modelserve.core.names import check_model_name, check_version
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
+from modelserve.repository.checksums import verify_manifest
 from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.scan import list_models, list_versions
 from modelserve.repository.scheduler_config import SchedulingDefaults, build_scheduler
+from modelserve.repository.warmup import run_warmup
 from modelserve.runtimes.base import LoadContext, Runtime
 
 __all__ = ["IndexEntry", "ModelManager"]
@@ -46,6 +48,9 @@ class _Model:
     versions: dict[str, LoadedVersion]
     state: VersionState
     reason: str = ""
+    # Versions on their way in (LOADING, VERIFYING, WARMING), that failed to (FAILED), or on their way out
+    # (DRAINING): written by the loading thread, read by the index on the loop (plain dict writes).
+    transient: dict[str, tuple[VersionState, str]] = field(default_factory=dict)
 
 
 class ModelManager:
@@ -125,19 +130,24 @@ class ModelManager:
         )
 
     def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        """One entry per version that serves or is on its way in or out, with its lifecycle state; a model
+        with none gets one entry without a version (UNKNOWN, UNLOADED, FAILED with the reason)."""
         entries: list[IndexEntry] = []
         for name in sorted(set(self.model_names()) | set(self._models)):
             model = self._models.get(name)
-            if model is None or not model.versions:
-                if not ready_only:
-                    state = model.state if model is not None else VersionState.UNKNOWN
-                    entries.append(IndexEntry(name, "", state, model.reason if model is not None else ""))
-                continue
-            for version, loaded in sorted(model.versions.items(), key=lambda kv: int(kv[0])):
-                state = VersionState.READY if loaded.is_ready else VersionState.UNAVAILABLE
-                if ready_only and state is not VersionState.READY:
-                    continue
-                entries.append(IndexEntry(name, version, state, "" if loaded.is_ready else "not healthy"))
+            versions: dict[str, IndexEntry] = {}
+            if model is not None:
+                for version, (state, reason) in list(model.transient.items()):
+                    versions[version] = IndexEntry(name, version, state, reason)
+                for version, loaded in list(model.versions.items()):
+                    state = VersionState.READY if loaded.is_ready else VersionState.UNAVAILABLE
+                    versions[version] = IndexEntry(name, version, state, "" if loaded.is_ready else "not healthy")
+            if not versions:
+                state = model.state if model is not None else VersionState.UNKNOWN
+                versions[""] = IndexEntry(name, "", state, model.reason if model is not None else "")
+            for _, entry in sorted(versions.items(), key=lambda kv: int(kv[0] or 0)):
+                if not ready_only or entry.state is VersionState.READY:
+                    entries.append(entry)
         return entries
 
     # -- loading ---------------------------------------------------------------------------------
@@ -172,22 +182,23 @@ class ModelManager:
         if not (self._root / name).is_dir():
             raise RoutingError(f"unknown model '{name}': no folder '{name}' in the model repository")
         model = self._models.setdefault(name, _Model(versions={}, state=VersionState.UNKNOWN))
+        model.transient = {v: st for v, st in model.transient.items() if st[0] is VersionState.DRAINING}
         if not model.versions:
             model.state = VersionState.LOADING
         if self._load_slots is None:
             self._load_slots = asyncio.Semaphore(self._load_concurrency)
         try:
             async with self._load_slots:
-                new_versions = await asyncio.to_thread(self._load_blocking, name)
+                new_versions = await asyncio.to_thread(self._load_blocking, name, model.transient)
         except ModelServeError as exc:
             if not model.versions:
-                model.state, model.reason = VersionState.UNAVAILABLE, exc.message
+                model.state, model.reason = VersionState.FAILED, exc.message
             log.error("model %s failed to load: %s", name, exc.message)
             raise
         except Exception as exc:
             message = f"model '{name}' failed to load: {type(exc).__name__}"
             if not model.versions:
-                model.state, model.reason = VersionState.UNAVAILABLE, message
+                model.state, model.reason = VersionState.FAILED, message
             log.exception("model %s failed to load", name)
             raise ModelLoadError(message, code=ErrorCode.INTERNAL) from exc
         try:
@@ -197,11 +208,17 @@ class ModelManager:
             await self._retire(new_versions.values(), drain_timeout_s=0.0)
             raise
         old = model.versions
+        # The switch: one assignment. From here new requests go to the new versions.
         model.versions, model.state, model.reason = new_versions, VersionState.READY, ""
-        log.info("model %s ready, versions %s", name, sorted(new_versions, key=int))
-        await self._retire(old.values())
+        for number in new_versions:
+            model.transient.pop(number, None)
+        timings = ", ".join(
+            f"v{v.version} {v.load_ns / 1e6:.0f} ms, warm-up {v.warmup_ns / 1e6:.0f} ms" for v in new_versions.values()
+        )
+        log.info("model %s ready, versions %s (load %s)", name, sorted(new_versions, key=int), timings)
+        await self._retire(old.values(), model=model)
 
-    def _load_blocking(self, name: str) -> dict[str, LoadedVersion]:
+    def _load_blocking(self, name: str, progress: dict[str, tuple[VersionState, str]]) -> dict[str, LoadedVersion]:
         model_dir = self._root / name
         config = mcfg.read_model_config(model_dir, name)
         available = list_versions(model_dir)
@@ -214,20 +231,39 @@ class ModelManager:
         loaded: dict[str, LoadedVersion] = {}
         try:
             for number in chosen:
+                key = str(number)
                 version_config = mcfg.new_model_config()
                 version_config.CopyFrom(config)
-                loaded[str(number)] = self._load_version(version_config, model_dir / str(number), str(number))
+
+                def report(state: VersionState, key: str = key) -> None:
+                    progress[key] = (state, "")
+
+                try:
+                    loaded[key] = self._load_version(version_config, model_dir / key, key, report)
+                except ModelServeError as exc:
+                    progress[key] = (VersionState.FAILED, exc.message)
+                    raise
+                except Exception as exc:
+                    progress[key] = (VersionState.FAILED, f"{type(exc).__name__}")
+                    raise
         except BaseException:
             for version in loaded.values():
                 self._unload_blocking(version)
             raise
         return loaded
 
-    def _load_version(self, config: mcfg.ModelConfig, version_dir: Path, version: str) -> LoadedVersion:
+    def _load_version(
+        self, config: mcfg.ModelConfig, version_dir: Path, version: str, report: Callable[[VersionState], None]
+    ) -> LoadedVersion:
+        owner = f"model '{config.name}' version {version}"
+        started = self._clock.now_ns()
+        report(VersionState.LOADING)
         kind = mcfg.resolve_runtime(config, version_dir)
         filename = config.default_model_filename or kind.default_filename
         if not (version_dir / filename).is_file():
-            raise ModelLoadError(f"model '{config.name}' version {version}: no '{filename}' in its version folder")
+            raise ModelLoadError(f"{owner}: no '{filename}' in its version folder")
+        # Checked before any runtime reads the files: a corrupt or swapped artefact is never loaded.
+        verify_manifest(version_dir, owner)
         signature = mcfg.signature_of(config) if config.input and config.output else None
         parameters = {key: value.string_value for key, value in config.parameters.items()}
         count = sum(group.count or 1 for group in config.instance_group) or 1
@@ -249,11 +285,21 @@ class ModelManager:
                 if index == 0:
                     mcfg.complete_and_check(config, metadata, filename)
                     signature = mcfg.signature_of(config)
+            report(VersionState.VERIFYING)
+            assert signature is not None
+            unhealthy = [i for i, runtime in enumerate(runtimes) if not runtime.is_healthy]
+            if unhealthy:
+                raise ModelLoadError(f"{owner}: instances {unhealthy} are not healthy after loading")
+            loaded_at = self._clock.now_ns()
+            report(VersionState.WARMING)
+            warmup_calls = run_warmup(config, signature, runtimes, version_dir.parent, owner)
+            warmed_at = self._clock.now_ns()
+            if warmup_calls:
+                log.info("%s: %d warm-up calls in %.1f ms", owner, warmup_calls, (warmed_at - loaded_at) / 1e6)
         except BaseException:
             for runtime in runtimes:
                 runtime.unload()
             raise
-        assert signature is not None
         ignored = mcfg.ignored_fields(config)
         if ignored and config.name not in self._ignored_warned:
             self._ignored_warned.add(config.name)
@@ -276,6 +322,8 @@ class ModelManager:
             runtimes=runtimes,
             scheduler=scheduler,
             statistics=statistics,
+            load_ns=loaded_at - started,
+            warmup_ns=warmed_at - loaded_at,
         )
 
     # -- unloading -------------------------------------------------------------------------------
@@ -293,10 +341,18 @@ class ModelManager:
                 raise RoutingError(f"unknown model '{name}': no such model in the repository")
             return
         old = model.versions
-        model.versions, model.state, model.reason = {}, VersionState.UNAVAILABLE, "unloaded"
-        await self._retire(old.values(), drain_timeout_s=drain_timeout_s)
+        model.versions, model.state, model.reason = {}, VersionState.UNLOADED, "unloaded"
+        await self._retire(old.values(), drain_timeout_s=drain_timeout_s, model=model)
 
-    async def _retire(self, versions: Iterable[LoadedVersion], *, drain_timeout_s: float = 30.0) -> None:
+    async def _retire(
+        self, versions: Iterable[LoadedVersion], *, drain_timeout_s: float = 30.0, model: _Model | None = None
+    ) -> None:
+        """Drain (admitted requests finish, new ones go elsewhere or are refused), then unload."""
+        versions = list(versions)
+        if model is not None:
+            for version in versions:
+                if version.version not in model.versions:
+                    model.transient[version.version] = (VersionState.DRAINING, "replaced or unloading")
         for version in versions:
             finished = await version.scheduler.drain(drain_timeout_s)
             if not finished:
@@ -308,6 +364,8 @@ class ModelManager:
                 )
             version.scheduler.close()
             await asyncio.to_thread(self._unload_blocking, version)
+            if model is not None and model.transient.get(version.version, (None,))[0] is VersionState.DRAINING:
+                del model.transient[version.version]
 
     @staticmethod
     def _unload_blocking(version: LoadedVersion) -> None:

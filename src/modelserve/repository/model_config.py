@@ -54,7 +54,6 @@ _IGNORED_FIELDS = (
     "ensemble_scheduling",
     "cc_model_filenames",
     "metric_tags",
-    "model_warmup",
     "model_operations",
     "model_transaction_policy",
     "model_repository_agents",

@@ -1,0 +1,75 @@
+"""Optional per-version checksum manifests: ``<model>/<version>/SHA256SUMS``.
+
+The format is ``sha256sum``'s own, so a manifest is made with one command in the version folder::
+
+    cd iris/2 && sha256sum model.onnx > SHA256SUMS
+
+When the file exists, every file it lists must exist inside the version folder and hash to the listed
+digest, or the load fails naming the file and both digests; the version that serves keeps serving.
+Paths in the manifest are relative and must stay inside the folder (no ``..``, no absolute paths, no
+symlinks out), so a manifest can never make the server read elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from modelserve.core.errors import ModelLoadError
+
+__all__ = ["MANIFEST_FILENAME", "verify_manifest"]
+
+MANIFEST_FILENAME = "SHA256SUMS"
+_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+_CHUNK = 1 << 20
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_manifest(version_dir: Path, owner: str) -> int:
+    """Check ``version_dir`` against its manifest, if it has one. Returns the number of files checked
+    (0 without a manifest). Raises :class:`ModelLoadError` naming the file and both digests."""
+    manifest = version_dir / MANIFEST_FILENAME
+    if not manifest.is_file():
+        return 0
+    root = version_dir.resolve()
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{owner}: cannot read {MANIFEST_FILENAME}: {type(exc).__name__}") from exc
+    checked = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise ModelLoadError(
+                f"{owner}: {MANIFEST_FILENAME} line {number} is not '<sha256 hex>  <file>' (make it with sha256sum)"
+            )
+        expected, name = match.group(1).lower(), match.group(2)
+        target = (version_dir / name).resolve()
+        if Path(name).is_absolute() or not target.is_relative_to(root) or target == root:
+            raise ModelLoadError(
+                f"{owner}: {MANIFEST_FILENAME} line {number} names '{name}', outside the version folder"
+            )
+        try:
+            actual = _sha256(target)
+        except OSError as exc:
+            raise ModelLoadError(
+                f"{owner}: checksum check failed: '{name}' listed in {MANIFEST_FILENAME} cannot be read "
+                f"({type(exc).__name__})"
+            ) from exc
+        if actual != expected:
+            raise ModelLoadError(
+                f"{owner}: checksum mismatch for '{name}': {MANIFEST_FILENAME} says sha256 {expected}, "
+                f"the file has sha256 {actual}; the file is corrupt or was replaced"
+            )
+        checked += 1
+    return checked

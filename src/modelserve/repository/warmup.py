@@ -1,0 +1,95 @@
+"""Warm-up before a version becomes READY: Triton's ``model_warmup`` from config.pbtxt.
+
+Each ``model_warmup`` entry builds one request (``batch_size`` rows when the model batches, its inputs
+from ``zero_data``, ``random_data`` or ``input_data_file``) and runs it ``count`` times (at least once)
+on every instance, directly on the runtime. A failure keeps the version out of READY with the reason.
+``input_data_file`` names a raw little-endian file in ``<model>/warmup/`` (Triton's place for them);
+names that would leave that folder are refused.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from modelserve.core.datatypes import Datatype, datatype_from_config_enum
+from modelserve.core.errors import ModelLoadError, ModelServeError
+from modelserve.core.signature import ModelSignature
+from modelserve.runtimes.base import Runtime
+from modelserve.scheduling.shapes import to_model_shape
+
+__all__ = ["run_warmup"]
+
+_RNG_SEED = 0
+
+
+def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None) -> np.ndarray:
+    enum_name = mc.DataType.Name(spec.data_type)
+    datatype = datatype_from_config_enum(enum_name)
+    if datatype is None:
+        raise ModelLoadError(f"{owner}: model_warmup input '{name}' has data_type {enum_name}")
+    dims = [int(d) for d in spec.dims]
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{owner}: model_warmup input '{name}' needs fixed dims, got {dims}")
+    shape = ([rows] if rows is not None else []) + dims
+    count = math.prod(shape)
+    source = spec.WhichOneof("input_data_type")
+    if datatype is Datatype.BYTES:
+        if source == "input_data_file":
+            raise ModelLoadError(f"{owner}: model_warmup input '{name}': BYTES from a file is not supported")
+        return np.full(shape, b"" if source == "zero_data" else b"warmup", dtype=object)
+    dtype = datatype.numpy_dtype
+    if source == "random_data":
+        rng = np.random.default_rng(_RNG_SEED)
+        if dtype.kind == "f":
+            return rng.random(shape).astype(dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, shape).astype(dtype)
+        return rng.integers(0, 100, shape).astype(dtype)
+    if source == "input_data_file":
+        folder = (model_dir / "warmup").resolve()
+        path = (folder / spec.input_data_file).resolve()
+        if not path.is_relative_to(folder):
+            raise ModelLoadError(
+                f"{owner}: model_warmup file '{spec.input_data_file}' is outside {model_dir.name}/warmup/"
+            )
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"{owner}: cannot read model_warmup file '{spec.input_data_file}'") from exc
+        needed = count * dtype.itemsize
+        if len(raw) < needed:
+            raise ModelLoadError(
+                f"{owner}: model_warmup file '{spec.input_data_file}' has {len(raw)} bytes; "
+                f"input '{name}' needs {needed}"
+            )
+        return np.frombuffer(raw[:needed], dtype=dtype.newbyteorder("<")).reshape(shape)
+    return np.zeros(shape, dtype=dtype)
+
+
+def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], model_dir: Path, owner: str) -> int:
+    """Run every ``model_warmup`` entry on every instance. Returns the number of calls made.
+    Raises :class:`ModelLoadError` with the reason when a warm-up call fails."""
+    calls = 0
+    batching = signature.max_batch_size > 0
+    for warmup in config.model_warmup:
+        rows = max(1, int(warmup.batch_size)) if batching else None
+        inputs = {}
+        for name, spec in warmup.inputs.items():
+            tensor_spec = signature.inputs_by_name.get(name)
+            if tensor_spec is None:
+                raise ModelLoadError(f"{owner}: model_warmup '{warmup.name}' names unknown input '{name}'")
+            inputs[name] = to_model_shape(_tensor(owner, model_dir, name, spec, rows), tensor_spec, batching)
+        for runtime in runtimes:
+            for _ in range(max(1, int(warmup.count))):
+                try:
+                    runtime.infer(inputs, list(signature.output_names))
+                except Exception as exc:
+                    detail = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
+                    raise ModelLoadError(f"{owner}: warm-up '{warmup.name}' failed: {detail[:300]}") from exc
+                calls += 1
+    return calls
