@@ -23,6 +23,7 @@ from modelserve.config import ControlMode, Settings
 from modelserve.core.clock import MonotonicClock
 from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
+from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.scheduler_config import SchedulingDefaults
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
@@ -55,9 +56,19 @@ class Server:
     def _models_to_load(self, manager: ModelManager) -> list[str]:
         repository = self.settings.repository
         known = manager.model_names()
-        if repository.control_mode is ControlMode.NONE or "*" in repository.load_models:
+        if repository.control_mode is not ControlMode.EXPLICIT or "*" in repository.load_models:
             return known
         return [name for name in repository.load_models if name]
+
+    async def _load_and_poll(self, manager: ModelManager) -> None:
+        repository = self.settings.repository
+        poller = None
+        if repository.control_mode is ControlMode.POLL:
+            poller = RepositoryPoller(manager, repository.path, repository.poll_secs)
+            await poller.remember_current()
+        await manager.load_all(self._models_to_load(manager))
+        if poller is not None:
+            await poller.run()  # until shutdown cancels it
 
     async def run(self) -> int:
         settings = self.settings
@@ -83,7 +94,7 @@ class Server:
             router=Router(manager, load_on_demand=settings.repository.load_on_demand),
             gate=gate,
             max_requested_outputs=settings.limits.max_requested_outputs,
-            is_model_control_enabled=settings.repository.control_mode is ControlMode.EXPLICIT,
+            model_control_mode=settings.repository.control_mode.value,
             drain_timeout_s=settings.server.drain_timeout_s,
         )
         loop = asyncio.get_running_loop()
@@ -131,7 +142,7 @@ class Server:
                 if grpc_server is not None:
                     grpc_server.start()
                 http_task = group.create_task(http_server.serve()) if http_server is not None else None
-                load_task = group.create_task(manager.load_all(self._models_to_load(manager)))
+                load_task = group.create_task(self._load_and_poll(manager))
                 log.info(
                     "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
                     __version__,

@@ -51,10 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port [grpc.port, default 8001]")
     serve.add_argument(
         "--model-control-mode",
-        choices=["none", "explicit"],
+        choices=["none", "explicit", "poll"],
         default=None,
         help="none: load all models at start, model load/unload API refused; explicit: load only "
-        "--load-model names, then the repository API [repository.control_mode, default none]",
+        "--load-model names, then the repository API; poll: load all, then apply repository changes every "
+        "--repository-poll-secs [repository.control_mode, default none]",
+    )
+    serve.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=None,
+        metavar="S",
+        help="poll mode: seconds between looks at the repository [repository.poll_secs, default 15]",
     )
     serve.add_argument(
         "--load-model",
@@ -110,6 +118,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("grpc", "port", args.grpc_port)
     put("repository", "control_mode", args.model_control_mode)
     put("repository", "load_models", tuple(args.load_model) if args.load_model else None)
+    put("repository", "poll_secs", args.repository_poll_secs)
+    put("repository", "poll_secs", args.repository_poll_secs)
     put("repository", "load_on_demand", args.load_on_demand)
     put("scheduling", "max_queue_size", args.max_queue_size)
     put("server", "max_inflight_requests", args.max_inflight_requests)

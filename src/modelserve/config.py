@@ -41,6 +41,7 @@ class _Group(BaseModel):
 class ControlMode(enum.StrEnum):
     NONE = "none"
     EXPLICIT = "explicit"
+    POLL = "poll"
 
 
 class ServerSettings(_Group):
@@ -86,8 +87,10 @@ class RepositorySettings(_Group):
     control_mode: ControlMode = Field(
         ControlMode.NONE,
         description="none: load every model at start, repository load/unload API refused; "
-        "explicit: load what load_models names at start, then the repository API.",
+        "explicit: load what load_models names at start, then the repository API; "
+        "poll: load every model at start, then apply changes found every poll_secs (API refused).",
     )
+    poll_secs: float = Field(15.0, gt=0, description="Poll mode: seconds between looks at the repository.")
     load_models: tuple[str, ...] = Field((), description="Models to load at start in explicit mode ('*' = all).")
     load_on_demand: bool = Field(
         False, description="Load a known but unloaded model on its first inference request (once)."

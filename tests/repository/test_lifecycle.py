@@ -250,3 +250,38 @@ def test_load_unload_cycles_give_memory_back(tmp_path: Path) -> None:
         growth = (rss[-1] - rss[0]) / rss[0]
         print(f"RSS after cycle 1: {rss[0] / 2**20:.1f} MiB, after cycle 30: {rss[-1] / 2**20:.1f} MiB ({growth:+.1%})")
         assert growth < 0.10, f"RSS grew {growth:.1%} over 30 load/unload cycles"
+
+
+def test_poll_mode_picks_up_a_new_and_a_removed_version_within_two_periods(tmp_path: Path) -> None:
+    import shutil
+
+    period_s = 0.5
+    repo = scaled_repo(tmp_path)
+    with running_server(repo, ["--model-control-mode", "poll", "--repository-poll-secs", str(period_s)]) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        assert factor_of(client) == 1.0
+
+        def wait_for_factor(expected: float) -> float:
+            # Two poll periods, plus the time the load itself takes (bounded).
+            started = time.monotonic()
+            while time.monotonic() - started < 2 * period_s + 10:
+                if factor_of(client) == expected:
+                    return time.monotonic() - started
+                time.sleep(0.05)
+            raise AssertionError(f"the change was not picked up; factor still {factor_of(client)}")
+
+        write_onnx_scale(repo / "scaled" / "2" / "model.onnx", 2.0)
+        wait_for_factor(2.0)
+        assert httpclient.InferenceServerClient(server.http_address).get_model_metadata("scaled")["versions"] == ["2"]
+        shutil.rmtree(repo / "scaled" / "2")
+        wait_for_factor(1.0)
+        # A broken change keeps the serving version.
+        (repo / "scaled" / "3").mkdir()
+        (repo / "scaled" / "3" / "model.onnx").write_bytes(b"not an onnx file")
+        deadline = time.monotonic() + 2 * period_s + 10
+        while time.monotonic() < deadline and not any(m["state"] == "FAILED" for m in index_of(server.http_url)):
+            time.sleep(0.05)
+        assert any(m["state"] == "FAILED" and m["version"] == "3" for m in index_of(server.http_url))
+        assert factor_of(client) == 1.0
+        refused = httpx.post(f"{server.http_url}/v2/repository/models/scaled/load")
+        assert refused.status_code == 403 and "--model-control-mode poll" in refused.json()["error"]

@@ -66,7 +66,7 @@ class InferenceAPI:
         router: Router,
         gate: AdmissionGate,
         max_requested_outputs: int,
-        is_model_control_enabled: bool,
+        model_control_mode: str,
         drain_timeout_s: float,
     ) -> None:
         self.server_name = server_name
@@ -75,7 +75,7 @@ class InferenceAPI:
         self._router = router
         self._gate = gate
         self._max_requested_outputs = max_requested_outputs
-        self._is_model_control_enabled = is_model_control_enabled
+        self._model_control_mode = model_control_mode
         self._drain_timeout_s = drain_timeout_s
 
     # -- health and metadata ----------------------------------------------------------------------
@@ -191,10 +191,11 @@ class InferenceAPI:
         return self._manager.index(ready_only=ready_only)
 
     def _check_control(self, action: str) -> None:
-        if not self._is_model_control_enabled:
+        if self._model_control_mode != "explicit":
             raise ModelServeError(
-                f"model {action} is disabled: the server runs with --model-control-mode none; restart it with "
-                "--model-control-mode explicit to load and unload models through the API",
+                f"model {action} is disabled: the server runs with --model-control-mode "
+                f"{self._model_control_mode}; restart it with --model-control-mode explicit to load and unload "
+                "models through the API",
                 code=ErrorCode.PERMISSION_DENIED,
             )
 
