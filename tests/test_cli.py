@@ -35,6 +35,7 @@ def test_serve_help_documents_every_flag() -> None:
         "--max-inflight-requests",
         "--max-request-bytes",
         "--drain-timeout-s",
+        "--repository-poll-secs",
     ):
         assert flag in result.stdout
     assert "127.0.0.1" in result.stdout
