@@ -25,6 +25,7 @@ from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.scheduler_config import SchedulingDefaults
+from modelserve.routing.aliases import AliasStore
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
@@ -91,7 +92,7 @@ class Server:
             server_name="modelserve",
             server_version=__version__,
             manager=manager,
-            router=Router(manager, load_on_demand=settings.repository.load_on_demand),
+            router=Router(manager, AliasStore(root), load_on_demand=settings.repository.load_on_demand),
             gate=gate,
             max_requested_outputs=settings.limits.max_requested_outputs,
             model_control_mode=settings.repository.control_mode.value,

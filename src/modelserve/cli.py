@@ -102,7 +102,66 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, longest wait for in-flight requests [server.drain_timeout_s, default 30]",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands: Any) -> None:
+    def with_url(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument("--url", default="http://127.0.0.1:8000", help="the server's REST address")
+        return command
+
+    with_url(commands.add_parser("models", help="list a running server's models, versions and states"))
+    load = with_url(commands.add_parser("load", help="load (or reload) a model (server in explicit mode)"))
+    load.add_argument("model")
+    unload = with_url(commands.add_parser("unload", help="unload a model (server in explicit mode)"))
+    unload.add_argument("model")
+    alias = commands.add_parser("alias", help="list or set a model's version aliases")
+    alias_commands = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)
+    alias_list = with_url(alias_commands.add_parser("list", help="show a model's aliases and their history"))
+    alias_list.add_argument("model")
+    alias_set = with_url(
+        alias_commands.add_parser("set", help="point an alias at a loaded version: alias set iris production 3")
+    )
+    alias_set.add_argument("model")
+    alias_set.add_argument("alias")
+    alias_set.add_argument("version")
+    rollback = with_url(commands.add_parser("rollback", help="point an alias (production) back at its last version"))
+    rollback.add_argument("model")
+    rollback.add_argument("--alias", default="production")
+
+
+def _run_admin(args: argparse.Namespace) -> int:
+    from modelserve.admin_client import AdminClient, AdminError
+
+    try:
+        client = AdminClient(args.url)
+        if args.command == "models":
+            for entry in client.models():
+                print(
+                    f"{entry['name']:<24} {entry.get('version', '-'):<8} {entry['state']:<12} "
+                    f"{entry.get('reason', '')}".rstrip()
+                )
+        elif args.command == "load":
+            client.load(args.model)
+            print(f"{args.model}: loaded")
+        elif args.command == "unload":
+            client.unload(args.model)
+            print(f"{args.model}: unloaded")
+        elif args.command == "alias" and args.alias_command == "list":
+            for name, alias in client.aliases(args.model)["aliases"].items():
+                history = " <- ".join(reversed(alias["history"]))
+                print(f"{name:<16} {alias['version']:<8} {('was ' + history) if history else ''}".rstrip())
+        elif args.command == "alias":
+            result = client.set_alias(args.model, args.alias, args.version)
+            print(f"{args.model}: {result['alias']} -> version {result['version']}")
+        elif args.command == "rollback":
+            result = client.rollback(args.model, args.alias)
+            print(f"{args.model}: {result['alias']} rolled back to version {result['version']}")
+    except AdminError as exc:
+        print(f"modelserve {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +189,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("models", "load", "unload", "alias", "rollback"):
+        return _run_admin(args)
     if args.command != "serve":
         _parser().print_help()
         return 2

@@ -14,7 +14,7 @@ from modelserve.core.errors import ValidationError
 __all__ = ["check_model_name", "check_version"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-_VERSION = re.compile(r"[0-9]{1,18}")
+_VERSION = re.compile(r"[0-9]{1,18}|[A-Za-z][A-Za-z0-9_\-]{0,63}")
 
 
 def check_model_name(name: str) -> str:
@@ -28,8 +28,10 @@ def check_model_name(name: str) -> str:
 
 
 def check_version(version: str) -> str:
-    """Return ``version`` if it is empty (server's choice) or a decimal number; else raise."""
+    """Return ``version`` if it is empty (server's choice), a decimal number or an alias name; else raise."""
     if version and not _VERSION.fullmatch(version):
         shown = version[:32].encode("unicode_escape").decode("ascii")
-        raise ValidationError(f"invalid model version '{shown}': versions are decimal numbers such as '1'")
+        raise ValidationError(
+            f"invalid model version '{shown}': use a decimal number such as '1' or an alias such as 'production'"
+        )
     return version

@@ -17,13 +17,14 @@ from modelserve.core.cancellation import CancelToken
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
 from modelserve.core.inference import InferRequest, InferResponse, ParameterValue
-from modelserve.core.names import check_model_name, check_version
+from modelserve.core.names import check_model_name
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.protocol.classification import classify
 from modelserve.protocol.validation import output_names_for, validate_inputs
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.model_config import ModelConfig
+from modelserve.routing.aliases import Alias
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 
@@ -88,10 +89,8 @@ class InferenceAPI:
 
     async def is_model_ready(self, name: str, version: str) -> bool:
         """Raises RoutingError (NOT_FOUND) for a model the repository does not have."""
-        check_model_name(name)
-        check_version(version)
         try:
-            loaded = self._manager.get(name, version)
+            loaded = await self._router.resolve(name, version)
         except RoutingError as exc:
             if exc.code is ErrorCode.NOT_FOUND and not self._manager.is_known(name):
                 raise
@@ -102,9 +101,7 @@ class InferenceAPI:
         return {"name": self.server_name, "version": self.server_version, "extensions": list(EXTENSIONS)}
 
     async def _resolve(self, name: str, version: str) -> LoadedVersion:
-        check_model_name(name)
-        check_version(version)
-        return self._manager.get(name, version)
+        return await self._router.resolve(name, version)
 
     async def model_metadata(self, name: str, version: str) -> ModelMetadata:
         loaded = await self._resolve(name, version)
@@ -213,6 +210,17 @@ class InferenceAPI:
                 "config.pbtxt in the repository and load again"
             )
         await self._manager.load(name)
+
+    async def aliases(self, name: str) -> dict[str, Alias]:
+        return await self._router.aliases(name)
+
+    async def set_alias(self, name: str, alias: str, version: str) -> Alias:
+        self._check_control("alias changes")
+        return await self._router.set_alias(name, alias, version)
+
+    async def rollback(self, name: str, alias: str) -> Alias:
+        self._check_control("rollback")
+        return await self._router.rollback(name, alias)
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         check_model_name(name)

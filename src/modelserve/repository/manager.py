@@ -112,6 +112,10 @@ class ModelManager:
             )
         return loaded
 
+    def has_version(self, name: str, version: str) -> bool:
+        model = self._models.get(name)
+        return model is not None and version in model.versions
+
     def loaded_versions(self, name: str | None = None) -> list[LoadedVersion]:
         names = [name] if name is not None else sorted(self._models)
         return [

@@ -1,25 +1,50 @@
 """Resolve a request's model name and version to a loaded version.
 
-Today: the explicit version, else the highest loaded one; with ``load_on_demand`` a known model that is
-not loaded is loaded by its first request (once, however many requests race for it). Aliases, canary
-weights and header overrides (later issues) hook in here without the layers above changing.
+The version slot holds a number, an alias (``production``, ``canary``, ...), or nothing: then the
+``production`` alias when it is set and its version is loaded, else the highest loaded version. With
+``load_on_demand`` a known model that is not loaded is loaded by its first request (once, however many
+requests race for it). Canary weights and header overrides (later) hook in here.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from modelserve.core.errors import ErrorCode, RoutingError, ValidationError
 from modelserve.core.names import check_model_name, check_version
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import ModelManager
+from modelserve.routing.aliases import DEFAULT_ALIAS, Alias, AliasStore, check_alias_name
 
 __all__ = ["Router"]
 
 
 class Router:
-    def __init__(self, manager: ModelManager, *, load_on_demand: bool) -> None:
+    def __init__(self, manager: ModelManager, aliases: AliasStore, *, load_on_demand: bool) -> None:
         self._manager = manager
+        self._aliases = aliases
         self._load_on_demand = load_on_demand
+
+    def _pick(self, name: str, version: str) -> LoadedVersion:
+        manager = self._manager
+        if version.isdigit():
+            return manager.get(name, version)
+        aliases = self._aliases.aliases(name) if manager.is_known(name) else {}
+        if not version:
+            production = aliases.get(DEFAULT_ALIAS)
+            if production is not None and manager.has_version(name, production.version):
+                return manager.get(name, production.version)
+            return manager.get(name, "")
+        alias = aliases.get(version)
+        if alias is None:
+            manager.get(name, "")  # an unknown or unloaded model says so first
+            raise RoutingError(f"model '{name}' has no version or alias '{version}'; its aliases are {sorted(aliases)}")
+        if not manager.has_version(name, alias.version):
+            raise RoutingError(
+                f"model '{name}': alias '{version}' points at version {alias.version}, which is not loaded",
+                code=ErrorCode.UNAVAILABLE,
+            )
+        return manager.get(name, alias.version)
 
     async def resolve(self, name: str, version: str) -> LoadedVersion:
         """The version to run. Raises ``ValidationError`` for a malformed name/version, ``RoutingError``
@@ -29,7 +54,9 @@ class Router:
         manager = self._manager
         if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
             await manager.ensure_loaded(name)
-        return manager.get(name, version)
+        if not version.isdigit() and not self._aliases.is_cached(name) and manager.is_known(name):
+            await asyncio.to_thread(self._aliases.aliases, name)  # first look: file I/O off the loop
+        return self._pick(name, version)
 
     def resolve_blocking(self, name: str, version: str, loop: asyncio.AbstractEventLoop) -> LoadedVersion:
         """:meth:`resolve` from a thread other than ``loop``'s; an on-demand load runs on ``loop``."""
@@ -38,4 +65,34 @@ class Router:
         manager = self._manager
         if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
             asyncio.run_coroutine_threadsafe(manager.ensure_loaded(name), loop).result()
-        return manager.get(name, version)
+        return self._pick(name, version)
+
+    # -- aliases (admin) ---------------------------------------------------------------------------
+
+    async def aliases(self, name: str) -> dict[str, Alias]:
+        check_model_name(name)
+        if not self._manager.is_known(name):
+            raise RoutingError(f"unknown model '{name}': no such model in the repository")
+        return dict(await asyncio.to_thread(self._aliases.aliases, name))
+
+    async def set_alias(self, name: str, alias: str, version: str) -> Alias:
+        """Point ``alias`` at a loaded ``version`` (persisted). Raises when the version is not loaded."""
+        check_model_name(name)
+        check_alias_name(alias)
+        if not version.isdigit():
+            raise ValidationError(f"an alias points at a version number, got '{version[:32]}'")
+        self._manager.get(name, version)  # raises NOT_FOUND / UNAVAILABLE naming what is loaded
+        return await asyncio.to_thread(self._aliases.set, name, alias, version)
+
+    async def rollback(self, name: str, alias: str) -> Alias:
+        """Point ``alias`` back at its previous version, which must be loaded."""
+        check_model_name(name)
+        aliases = await self.aliases(name)
+        current = aliases.get(check_alias_name(alias))
+        if current is not None and current.history and not self._manager.has_version(name, current.history[-1]):
+            raise RoutingError(
+                f"model '{name}': cannot roll '{alias}' back to version {current.history[-1]}: it is not loaded "
+                "(keep it loaded with version_policy { latest { num_versions: 2 } } or { all { } })",
+                code=ErrorCode.UNAVAILABLE,
+            )
+        return await asyncio.to_thread(self._aliases.rollback, name, alias)

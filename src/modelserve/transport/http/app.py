@@ -215,6 +215,9 @@ class HttpApp:
         if not parts or not parts[0]:
             raise _HttpError(404, "Not Found")
         name, rest = parts[0], parts[1:]
+        if rest and rest[0] in ("aliases", "rollback"):
+            await self._aliases(name, rest, method, scope, receive, send)
+            return
         version = ""
         if len(rest) >= 2 and rest[0] == "versions":
             version, rest = rest[1], rest[2:]
@@ -241,6 +244,36 @@ class HttpApp:
             await _send_json(send, documents.statistics_document(await api.statistics(name, version)))
         else:
             raise _HttpError(404, "Not Found")
+
+    async def _aliases(
+        self, name: str, rest: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        """Our extension: ``GET /v2/models/{m}/aliases``, ``POST /v2/models/{m}/aliases/{alias}``
+        (``{"version": "3"}``), ``POST /v2/models/{m}/rollback`` (``{"alias": "production"}``, optional)."""
+        api = self._api
+        if rest == ["aliases"]:
+            self._allow(method, "GET")
+            aliases = await api.aliases(name)
+            document = {a: {"version": v.version, "history": v.history} for a, v in sorted(aliases.items())}
+            await _send_json(send, {"name": name, "aliases": document})
+            return
+        if len(rest) == 2 and rest[0] == "aliases":
+            self._allow(method, "POST")
+            version = self._json_object(await self._body(scope, receive)).get("version")
+            if not isinstance(version, str):
+                raise DecodeError('the body must be {"version": "<number>"}')
+            alias = await api.set_alias(name, rest[1], version)
+            await _send_json(send, {"name": name, "alias": rest[1], "version": alias.version})
+            return
+        if rest == ["rollback"]:
+            self._allow(method, "POST")
+            alias_name = self._json_object(await self._body(scope, receive)).get("alias", "production")
+            if not isinstance(alias_name, str):
+                raise DecodeError('the body must be {"alias": "<name>"} or empty (production)')
+            alias = await api.rollback(name, alias_name)
+            await _send_json(send, {"name": name, "alias": alias_name, "version": alias.version})
+            return
+        raise _HttpError(404, "Not Found")
 
     async def _infer(self, name: str, version: str, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         body = await self._body(scope, receive)
