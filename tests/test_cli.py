@@ -36,6 +36,9 @@ def test_serve_help_documents_every_flag() -> None:
         "--max-request-bytes",
         "--drain-timeout-s",
         "--repository-poll-secs",
+        "--memory-budget-mb",
+        "--pin-model",
+        "--unload-idle-secs",
     ):
         assert flag in result.stdout
     assert "127.0.0.1" in result.stdout

@@ -51,8 +51,8 @@ class AdminClient:
     def _quote(name: str) -> str:
         return urllib.parse.quote(name, safe="")
 
-    def models(self) -> list[dict[str, str]]:
-        result: list[dict[str, str]] = self._call("POST", "/v2/repository/index", {})
+    def models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("POST", "/v2/repository/index", {})
         return result
 
     def load(self, model: str) -> None:

@@ -68,8 +68,17 @@ class Server:
             poller = RepositoryPoller(manager, repository.path, repository.poll_secs)
             await poller.remember_current()
         await manager.load_all(self._models_to_load(manager))
-        if poller is not None:
-            await poller.run()  # until shutdown cancels it
+        async with asyncio.TaskGroup() as group:  # both run until shutdown cancels them
+            if poller is not None:
+                group.create_task(poller.run())
+            if repository.unload_idle_secs > 0:
+                group.create_task(self._unload_idle(manager, repository.unload_idle_secs))
+
+    @staticmethod
+    async def _unload_idle(manager: ModelManager, idle_s: float) -> None:
+        while True:
+            await asyncio.sleep(min(idle_s / 2, 5.0))
+            await manager.unload_idle(idle_s)
 
     async def run(self) -> int:
         settings = self.settings
@@ -86,6 +95,8 @@ class Server:
             ),
             load_concurrency=settings.repository.load_threads,
             clock=clock,
+            memory_budget_bytes=settings.repository.memory_budget_mb * 2**20,
+            pinned=frozenset(settings.repository.pinned_models),
         )
         gate = AdmissionGate(settings.server.max_inflight_requests)
         api = InferenceAPI(

@@ -72,6 +72,26 @@ def _parser() -> argparse.ArgumentParser:
         help="in explicit mode, a model to load at start ('*' = all); repeatable",
     )
     serve.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        default=None,
+        help="memory the loaded models may take; least recently used unpinned idle models are unloaded to "
+        "make room [repository.memory_budget_mb, default 0 = none]",
+    )
+    serve.add_argument(
+        "--pin-model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a model never unloaded by the memory budget or idle unloading; repeatable",
+    )
+    serve.add_argument(
+        "--unload-idle-secs",
+        type=float,
+        default=None,
+        help="unload unpinned models not used for this long [repository.unload_idle_secs, default 0 = never]",
+    )
+    serve.add_argument(
         "--load-on-demand",
         action="store_true",
         default=None,
@@ -138,8 +158,9 @@ def _run_admin(args: argparse.Namespace) -> int:
         client = AdminClient(args.url)
         if args.command == "models":
             for entry in client.models():
+                memory = f"{entry['memory_bytes'] / 2**20:.0f} MiB" if "memory_bytes" in entry else "-"
                 print(
-                    f"{entry['name']:<24} {entry.get('version', '-'):<8} {entry['state']:<12} "
+                    f"{entry['name']:<24} {entry.get('version', '-'):<8} {entry['state']:<12} {memory:>8}  "
                     f"{entry.get('reason', '')}".rstrip()
                 )
         elif args.command == "load":
@@ -178,7 +199,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("repository", "control_mode", args.model_control_mode)
     put("repository", "load_models", tuple(args.load_model) if args.load_model else None)
     put("repository", "poll_secs", args.repository_poll_secs)
+    put("repository", "memory_budget_mb", args.memory_budget_mb)
+    put("repository", "pinned_models", tuple(args.pin_model) if args.pin_model else None)
+    put("repository", "unload_idle_secs", args.unload_idle_secs)
     put("repository", "poll_secs", args.repository_poll_secs)
+    put("repository", "memory_budget_mb", args.memory_budget_mb)
+    put("repository", "pinned_models", tuple(args.pin_model) if args.pin_model else None)
+    put("repository", "unload_idle_secs", args.unload_idle_secs)
     put("repository", "load_on_demand", args.load_on_demand)
     put("scheduling", "max_queue_size", args.max_queue_size)
     put("server", "max_inflight_requests", args.max_inflight_requests)

@@ -96,6 +96,14 @@ class RepositorySettings(_Group):
         False, description="Load a known but unloaded model on its first inference request (once)."
     )
     load_threads: int = Field(4, ge=1, description="Models loading in parallel at start.")
+    memory_budget_mb: int = Field(
+        0,
+        ge=0,
+        description="Resident memory the loaded models may take (MiB); least recently used unpinned "
+        "idle models are unloaded to make room. 0 = no budget.",
+    )
+    pinned_models: tuple[str, ...] = Field((), description="Models the budget and idle unloading never unload.")
+    unload_idle_secs: float = Field(0, ge=0, description="Unload unpinned models unused this long (0 = never).")
 
 
 class BatchPolicyName(enum.StrEnum):

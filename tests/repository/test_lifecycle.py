@@ -285,3 +285,15 @@ def test_poll_mode_picks_up_a_new_and_a_removed_version_within_two_periods(tmp_p
         assert factor_of(client) == 1.0
         refused = httpx.post(f"{server.http_url}/v2/repository/models/scaled/load")
         assert refused.status_code == 403 and "--model-control-mode poll" in refused.json()["error"]
+
+
+def test_generated_warm_up_requests_from_the_input_spec(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    config = warmup_config(tmp_path, refuse_zeros=False)
+    config = config[: config.index("model_warmup")] + config[config.index("parameters") :]
+    config += '\n parameters { key: "warmup_requests" value: { string_value: "3" } }\n'
+    write_python_model(repo / "warm", WARMUP_MODEL, config)
+    with running_server(repo) as server:
+        assert (tmp_path / "warm.log").read_text().split() == ["1"] * 6  # 3 requests x 2 instances, 1 row each
+        [entry] = index_of(server.http_url)
+        assert entry["state"] == "READY" and entry["warmup_ms"] > 0 and entry["load_ms"] > 0

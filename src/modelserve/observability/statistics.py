@@ -50,6 +50,8 @@ class ModelVersionStatistics:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
+    # Resident memory the version took when it loaded (bytes; 0 = not measured).
+    memory_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record_queue(self, ns: int) -> None:

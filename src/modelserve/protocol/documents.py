@@ -104,20 +104,29 @@ def statistics_document(stats: list[ModelVersionStatistics]) -> dict[str, Any]:
                     }
                     for size, b in sorted(s.batches.items())
                 ],
-                "memory_usage": [],
+                "memory_usage": [{"type": "CPU", "id": 0, "byte_size": s.memory_bytes}] if s.memory_bytes else [],
             }
             for s in stats
         ]
     }
 
 
-def index_document(entries: list[IndexEntry]) -> list[dict[str, str]]:
-    out = []
+def index_document(entries: list[IndexEntry], *, with_details: bool = False) -> list[dict[str, Any]]:
+    """Triton's fields (name, version, state, reason); ``with_details`` adds, for loaded versions, what
+    REST clients may read and Triton's gRPC message has no field for: memory_bytes, load_ms, warmup_ms,
+    cold_start_ms."""
+    out: list[dict[str, Any]] = []
     for entry in entries:
-        item = {"name": entry.name, "state": entry.state.value}
+        item: dict[str, Any] = {"name": entry.name, "state": entry.state.value}
         if entry.version:
             item["version"] = entry.version
         if entry.reason:
             item["reason"] = entry.reason
+        if with_details and entry.load_ms:
+            item["memory_bytes"] = entry.memory_bytes
+            item["load_ms"] = round(entry.load_ms, 2)
+            item["warmup_ms"] = round(entry.warmup_ms, 2)
+            if entry.cold_start_ms:
+                item["cold_start_ms"] = round(entry.cold_start_ms, 2)
         out.append(item)
     return out

@@ -25,6 +25,7 @@ from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
 from modelserve.repository.checksums import verify_manifest
 from modelserve.repository.loaded import LoadedVersion, VersionState
+from modelserve.repository.memory import ModelUsage, choose_evictions, resident_bytes
 from modelserve.repository.scan import list_models, list_versions
 from modelserve.repository.scheduler_config import SchedulingDefaults, build_scheduler
 from modelserve.repository.warmup import run_warmup
@@ -41,6 +42,10 @@ class IndexEntry:
     version: str
     state: VersionState
     reason: str
+    memory_bytes: int = 0
+    load_ms: float = 0.0
+    warmup_ms: float = 0.0
+    cold_start_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -51,13 +56,28 @@ class _Model:
     # Versions on their way in (LOADING, VERIFYING, WARMING), that failed to (FAILED), or on their way out
     # (DRAINING): written by the loading thread, read by the index on the loop (plain dict writes).
     transient: dict[str, tuple[VersionState, str]] = field(default_factory=dict)
+    last_used_ns: int = 0
+    cold_start_ns: int = 0  # how long the request that loaded it on demand waited (0: not loaded on demand)
+    memory_bytes: int = 0  # of the loaded versions, as measured at load
+    measured_bytes: int = 0  # the last measurement, kept after unload to size the next load
 
 
 class ModelManager:
     """Owns every loaded model version. Use from the event loop thread only."""
 
-    def __init__(self, *, root: Path, scheduling: SchedulingDefaults, load_concurrency: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        scheduling: SchedulingDefaults,
+        load_concurrency: int,
+        clock: Clock,
+        memory_budget_bytes: int = 0,
+        pinned: frozenset[str] = frozenset(),
+    ) -> None:
         self._root = root
+        self._memory_budget_bytes = memory_budget_bytes
+        self._pinned = pinned
         self._scheduling = scheduling
         self._load_concurrency = load_concurrency
         self._clock = clock
@@ -103,6 +123,7 @@ class ModelManager:
             raise RoutingError(
                 f"unknown model '{name}': no such model in the repository; GET /v2/repository/index lists the models"
             )
+        model.last_used_ns = self._clock.now_ns()
         if not version:
             return model.versions[max(model.versions, key=int)]
         loaded = model.versions.get(version)
@@ -145,7 +166,16 @@ class ModelManager:
                     versions[version] = IndexEntry(name, version, state, reason)
                 for version, loaded in list(model.versions.items()):
                     state = VersionState.READY if loaded.is_ready else VersionState.UNAVAILABLE
-                    versions[version] = IndexEntry(name, version, state, "" if loaded.is_ready else "not healthy")
+                    versions[version] = IndexEntry(
+                        name,
+                        version,
+                        state,
+                        "" if loaded.is_ready else "not healthy",
+                        memory_bytes=loaded.statistics.memory_bytes,
+                        load_ms=loaded.load_ns / 1e6,
+                        warmup_ms=loaded.warmup_ns / 1e6,
+                        cold_start_ms=model.cold_start_ns / 1e6,
+                    )
             if not versions:
                 state = model.state if model is not None else VersionState.UNKNOWN
                 versions[""] = IndexEntry(name, "", state, model.reason if model is not None else "")
@@ -178,9 +208,14 @@ class ModelManager:
             task.exception()  # retrieved here: every waiter already got it, or none was left to care
 
     async def ensure_loaded(self, name: str) -> None:
-        """Load ``name`` unless it is loaded already; the on-demand path of the first request."""
+        """Load ``name`` unless it is loaded already; the on-demand path of the first request. The wait
+        (the cold start) is recorded and shown in the index."""
         if not self.is_loaded(name):
+            started = self._clock.now_ns()
             await self.load(name)
+            model = self._models.get(name)
+            if model is not None:
+                model.cold_start_ns = self._clock.now_ns() - started
 
     async def _load(self, name: str) -> None:
         if not (self._root / name).is_dir():
@@ -191,6 +226,8 @@ class ModelManager:
             model.state = VersionState.LOADING
         if self._load_slots is None:
             self._load_slots = asyncio.Semaphore(self._load_concurrency)
+        if self._memory_budget_bytes:
+            await self._make_room(name, model)
         try:
             async with self._load_slots:
                 new_versions = await asyncio.to_thread(self._load_blocking, name, model.transient)
@@ -216,6 +253,10 @@ class ModelManager:
         model.versions, model.state, model.reason = new_versions, VersionState.READY, ""
         for number in new_versions:
             model.transient.pop(number, None)
+        model.last_used_ns = self._clock.now_ns()
+        model.memory_bytes = model.measured_bytes = sum(v.statistics.memory_bytes for v in new_versions.values())
+        if self._memory_budget_bytes:
+            await self._enforce_budget_after(name, model)
         timings = ", ".join(
             f"v{v.version} {v.load_ns / 1e6:.0f} ms, warm-up {v.warmup_ns / 1e6:.0f} ms" for v in new_versions.values()
         )
@@ -262,6 +303,7 @@ class ModelManager:
         owner = f"model '{config.name}' version {version}"
         started = self._clock.now_ns()
         report(VersionState.LOADING)
+        resident_before = resident_bytes()
         kind = mcfg.resolve_runtime(config, version_dir)
         filename = config.default_model_filename or kind.default_filename
         if not (version_dir / filename).is_file():
@@ -309,6 +351,7 @@ class ModelManager:
             self._ignored_warned.add(config.name)
             log.warning("model %s: config fields not acted on by this server: %s", config.name, ", ".join(ignored))
         statistics = ModelVersionStatistics(name=config.name, version=version)
+        statistics.memory_bytes = max(0, resident_bytes() - resident_before)
         scheduler = build_scheduler(
             config,
             signature=signature,
@@ -346,6 +389,7 @@ class ModelManager:
             return
         old = model.versions
         model.versions, model.state, model.reason = {}, VersionState.UNLOADED, "unloaded"
+        model.memory_bytes = 0
         await self._retire(old.values(), drain_timeout_s=drain_timeout_s, model=model)
 
     async def _retire(
@@ -379,6 +423,77 @@ class ModelManager:
                 runtime.unload()
             except Exception:
                 log.exception("model %s version %s: unload failed", version.name, version.version)
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def _usage(self, excluding: str) -> list[ModelUsage]:
+        return [
+            ModelUsage(
+                name=name,
+                memory_bytes=model.memory_bytes,
+                last_used_ns=model.last_used_ns,
+                is_pinned=name in self._pinned,
+                is_busy=any(v.scheduler.in_flight for v in model.versions.values()) or name in self._loads,
+            )
+            for name, model in self._models.items()
+            if model.versions and name != excluding
+        ]
+
+    def _estimate_bytes(self, name: str, model: _Model) -> int:
+        """What loading ``name`` will take: its last measurement, else the size of its files."""
+        if model.measured_bytes:
+            return model.measured_bytes
+        return sum(p.stat().st_size for p in (self._root / name).rglob("*") if p.is_file())
+
+    async def _make_room(self, name: str, model: _Model) -> None:
+        """Unload least recently used idle models until ``name`` fits the budget, or refuse the load."""
+        needed = await asyncio.to_thread(self._estimate_bytes, name, model)
+        usage = self._usage(excluding=name)
+        evictions = choose_evictions(usage, budget_bytes=self._memory_budget_bytes, needed_bytes=needed)
+        if evictions is None:
+            held = ", ".join(
+                f"{u.name} {u.memory_bytes / 2**20:.0f} MiB{' (pinned)' if u.is_pinned else ' (busy)'}"
+                for u in usage
+                if u.is_pinned or u.is_busy
+            )
+            raise ModelLoadError(
+                f"model '{name}' needs about {needed / 2**20:.0f} MiB and the memory budget of "
+                f"{self._memory_budget_bytes / 2**20:.0f} MiB (repository.memory_budget_mb) cannot make room: "
+                f"{held or 'nothing can be unloaded'}; raise the budget or unpin a model",
+                code=ErrorCode.RESOURCE_EXHAUSTED,
+            )
+        for victim in evictions:
+            log.info("memory budget: unloading %s (least recently used) to make room for %s", victim, name)
+            await self.unload(victim)
+
+    async def _enforce_budget_after(self, name: str, model: _Model) -> None:
+        """The estimate before a first load is the model's file size; the measurement after it is what
+        counts. Over budget: unload least recently used idle models (never the one just loaded)."""
+        usage = self._usage(excluding=name)
+        evictions = choose_evictions(usage, budget_bytes=self._memory_budget_bytes, needed_bytes=model.memory_bytes)
+        if evictions is None:
+            log.warning(
+                "model %s measured %.0f MiB: the loaded models exceed the memory budget and none can be unloaded",
+                name,
+                model.memory_bytes / 2**20,
+            )
+            return
+        for victim in evictions:
+            log.info("memory budget: unloading %s (least recently used) after %s loaded", victim, name)
+            await self.unload(victim)
+
+    async def unload_idle(self, idle_s: float) -> list[str]:
+        """Unload unpinned models with nothing in flight that nobody used for ``idle_s`` seconds."""
+        now = self._clock.now_ns()
+        idle = [
+            usage.name
+            for usage in self._usage(excluding="")
+            if not usage.is_pinned and not usage.is_busy and now - usage.last_used_ns >= idle_s * 1e9
+        ]
+        for name in idle:
+            log.info("model %s unused for %.0f s; unloading", name, idle_s)
+            await self.unload(name)
+        return idle
 
     async def load_all(self, names: Iterable[str]) -> None:
         """Load ``names`` in parallel (bounded); failures are logged and leave the model UNAVAILABLE."""

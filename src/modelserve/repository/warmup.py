@@ -1,4 +1,6 @@
-"""Warm-up before a version becomes READY: Triton's ``model_warmup`` from config.pbtxt.
+"""Warm-up before a version becomes READY: Triton's ``model_warmup`` from config.pbtxt, or, when a
+model has none, N requests generated from its input spec when asked with
+``parameters { key: "warmup_requests" value: { string_value: "N" } }`` (zeros, one row, variable dims as 1).
 
 Each ``model_warmup`` entry builds one request (``batch_size`` rows when the model batches, its inputs
 from ``zero_data``, ``random_data`` or ``input_data_file``) and runs it ``count`` times (at least once)
@@ -76,6 +78,9 @@ def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], 
     Raises :class:`ModelLoadError` with the reason when a warm-up call fails."""
     calls = 0
     batching = signature.max_batch_size > 0
+    generated = config.parameters.get("warmup_requests")
+    if not config.model_warmup and generated is not None:
+        return _run_generated(generated.string_value, signature, runtimes, owner)
     for warmup in config.model_warmup:
         rows = max(1, int(warmup.batch_size)) if batching else None
         inputs = {}
@@ -93,3 +98,28 @@ def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], 
                     raise ModelLoadError(f"{owner}: warm-up '{warmup.name}' failed: {detail[:300]}") from exc
                 calls += 1
     return calls
+
+
+def _run_generated(count_text: str, signature: ModelSignature, runtimes: list[Runtime], owner: str) -> int:
+    try:
+        count = int(count_text)
+    except ValueError:
+        raise ModelLoadError(f"{owner}: parameter warmup_requests must be an integer, got '{count_text}'") from None
+    batching = signature.max_batch_size > 0
+    inputs = {}
+    for spec in signature.inputs:
+        shape = ([1] if batching else []) + [d if d >= 0 else 1 for d in spec.dims]
+        array = (
+            np.full(shape, b"", dtype=object)
+            if spec.datatype is Datatype.BYTES
+            else np.zeros(shape, dtype=spec.datatype.numpy_dtype)
+        )
+        inputs[spec.name] = to_model_shape(array, spec, batching)
+    for runtime in runtimes:
+        for _ in range(count):
+            try:
+                runtime.infer(inputs, list(signature.output_names))
+            except Exception as exc:
+                detail = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
+                raise ModelLoadError(f"{owner}: generated warm-up request failed: {detail[:300]}") from exc
+    return count * len(runtimes)

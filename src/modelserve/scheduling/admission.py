@@ -92,6 +92,10 @@ class VersionAdmission:
     def is_closed(self) -> bool:
         return self._is_closed
 
+    @property
+    def in_flight(self) -> int:
+        return self._active
+
     def enter(self) -> None:
         """Admit one request. Raises :class:`QueueError` once the version is closed."""
         with self._lock:

@@ -126,6 +126,10 @@ class DynamicBatchScheduler:
         return not self._admission.is_closed and self._task is not None and any(r.is_healthy for r in self._runtimes)
 
     @property
+    def in_flight(self) -> int:
+        return self._admission.in_flight
+
+    @property
     def queue_depth(self) -> int:
         return len(self._queues)
 

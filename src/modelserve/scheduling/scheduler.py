@@ -54,6 +54,11 @@ class Scheduler(Protocol):
     @property
     def is_ready(self) -> bool: ...
 
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered (queued or running)."""
+        ...
+
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests; wait up to ``timeout_s`` for admitted ones. True if all finished."""
         ...
@@ -91,6 +96,10 @@ class DirectScheduler:
     @property
     def is_ready(self) -> bool:
         return not self._admission.is_closed and any(runtime.is_healthy for runtime in self._runtimes)
+
+    @property
+    def in_flight(self) -> int:
+        return self._admission.in_flight
 
     @property
     def queue_depth(self) -> int:

@@ -335,7 +335,8 @@ class HttpApp:
             ready = body.get("ready", False)
             if not isinstance(ready, bool):
                 raise DecodeError("'ready' must be true or false")
-            await _send_json(send, documents.index_document(api.repository_index(ready_only=ready)))
+            entries = api.repository_index(ready_only=ready)
+            await _send_json(send, documents.index_document(entries, with_details=True))
             return
         if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
             self._allow(method, "POST")
