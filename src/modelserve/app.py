@@ -21,6 +21,7 @@ import uvicorn
 from modelserve import __version__
 from modelserve.config import ControlMode, Settings
 from modelserve.core.clock import MonotonicClock
+from modelserve.observability.metrics import ServerMetrics
 from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
@@ -87,6 +88,7 @@ class Server:
             log.error("model repository %s does not exist or is not a folder", root)
             return 2
         clock = MonotonicClock()
+        metrics = ServerMetrics()
         manager = ModelManager(
             root=root,
             scheduling=SchedulingDefaults(
@@ -97,6 +99,7 @@ class Server:
             clock=clock,
             memory_budget_bytes=settings.repository.memory_budget_mb * 2**20,
             pinned=frozenset(settings.repository.pinned_models),
+            metrics=metrics,
         )
         gate = AdmissionGate(settings.server.max_inflight_requests)
         api = InferenceAPI(
@@ -135,7 +138,7 @@ class Server:
         if settings.http.enabled:
             http_server = _UvicornServer(
                 uvicorn.Config(
-                    HttpApp(api, settings.limits),
+                    HttpApp(api, settings.limits, metrics),
                     host=settings.server.host,
                     port=settings.http.port,
                     http="httptools",

@@ -72,6 +72,8 @@ def test_a_corrupted_version_is_refused_and_the_serving_one_keeps_serving(tmp_pa
         states = {(m["version"], m["state"]) for m in index_of(server.http_url)}
         assert states == {("1", "READY"), ("2", "FAILED")}
         assert any("checksum mismatch" in m.get("reason", "") for m in index_of(server.http_url))
+        metrics = httpx.get(f"{server.http_url}/metrics").text
+        assert 'modelserve_model_load_failures_total{model="scaled",stage="checksum"} 1.0' in metrics
         # Fix the file: the next load takes version 2.
         write_onnx_scale(version_2 / "model.onnx", 2.0)
         client.load_model("scaled")

@@ -93,6 +93,9 @@ def test_the_budget_unloads_the_least_recently_used_and_brings_it_back_on_demand
         index = {m["name"]: m for m in httpx.post(f"{server.http_url}/v2/repository/index").json()}
         assert index["b"]["cold_start_ms"] >= index["b"]["load_ms"] > 0  # the request waited for the load
         assert index["b"]["memory_bytes"] > 80 * MIB
+        metrics = httpx.get(f"{server.http_url}/metrics").text
+        assert 'modelserve_model_evictions_total{cause="budget",model="b"} 1.0' in metrics
+        assert 'modelserve_model_evictions_total{cause="budget",model="a"} 1.0' in metrics
 
 
 def test_a_pinned_model_is_never_unloaded(repo: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, RoutingError
 from modelserve.core.names import check_model_name, check_version
+from modelserve.observability.metrics import ServerMetrics
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
 from modelserve.repository.checksums import verify_manifest
@@ -34,6 +35,14 @@ from modelserve.runtimes.base import LoadContext, Runtime
 __all__ = ["IndexEntry", "ModelManager"]
 
 log = logging.getLogger(__name__)
+
+
+def _failure_stage(message: str) -> str:
+    if "checksum" in message or "SHA256SUMS" in message:
+        return "checksum"
+    if "warm-up" in message:
+        return "warmup"
+    return "load"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +83,10 @@ class ModelManager:
         clock: Clock,
         memory_budget_bytes: int = 0,
         pinned: frozenset[str] = frozenset(),
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._root = root
+        self._metrics = metrics or ServerMetrics()
         self._memory_budget_bytes = memory_budget_bytes
         self._pinned = pinned
         self._scheduling = scheduling
@@ -287,9 +298,11 @@ class ModelManager:
                     loaded[key] = self._load_version(version_config, model_dir / key, key, report)
                 except ModelServeError as exc:
                     progress[key] = (VersionState.FAILED, exc.message)
+                    self._metrics.load_failures.labels(name, _failure_stage(exc.message)).inc()
                     raise
                 except Exception as exc:
                     progress[key] = (VersionState.FAILED, f"{type(exc).__name__}")
+                    self._metrics.load_failures.labels(name, "load").inc()
                     raise
         except BaseException:
             for version in loaded.values():
@@ -464,6 +477,7 @@ class ModelManager:
             )
         for victim in evictions:
             log.info("memory budget: unloading %s (least recently used) to make room for %s", victim, name)
+            self._metrics.evictions.labels(victim, "budget").inc()
             await self.unload(victim)
 
     async def _enforce_budget_after(self, name: str, model: _Model) -> None:
@@ -480,6 +494,7 @@ class ModelManager:
             return
         for victim in evictions:
             log.info("memory budget: unloading %s (least recently used) after %s loaded", victim, name)
+            self._metrics.evictions.labels(victim, "budget").inc()
             await self.unload(victim)
 
     async def unload_idle(self, idle_s: float) -> list[str]:
@@ -492,6 +507,7 @@ class ModelManager:
         ]
         for name in idle:
             log.info("model %s unused for %.0f s; unloading", name, idle_s)
+            self._metrics.evictions.labels(name, "idle").inc()
             await self.unload(name)
         return idle
 

@@ -30,6 +30,7 @@ import orjson
 from modelserve.config import LimitSettings
 from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
 from modelserve.core.inference import InferRequest, InferResponse
+from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from modelserve.protocol import documents
 from modelserve.protocol.api import InferenceAPI
 from modelserve.protocol.rest_codec import (
@@ -121,8 +122,9 @@ def _compress(body: bytes, encoding: str) -> bytes:
 class HttpApp:
     """ASGI callable. Holds the API and the request limits; no state of its own."""
 
-    def __init__(self, api: InferenceAPI, limits: LimitSettings) -> None:
+    def __init__(self, api: InferenceAPI, limits: LimitSettings, metrics: ServerMetrics | None = None) -> None:
         self._api = api
+        self._metrics = metrics
         self._limits = limits
         self._rest_limits = RestLimits(
             max_tensor_bytes=limits.max_tensor_bytes,
@@ -178,6 +180,10 @@ class HttpApp:
     async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        if path == "/metrics" and self._metrics is not None:
+            self._allow(method, "GET")
+            await _send(send, 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode())
+            return
         if not path.startswith("/v2"):
             raise _HttpError(404, "Not Found")
         parts = [p for p in path[3:].strip("/").split("/") if p] if path != "/v2" else []
