@@ -338,12 +338,18 @@ def test_load_unload_of_a_valid_name_names_the_control_mode(stub: Stub, rpc: str
 
 
 def test_bad_version_is_a_client_error(stub: Stub) -> None:
-    for version in ("..", "-1", "1\x00", "latest"):
+    for version in ("..", "-1", "1\x00", "a/b"):
         assert_rpc_error(
             lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version=version), timeout=10),
             INVALID,
             "invalid model version",
         )
+    # A name-shaped version is an alias; an unknown one is NOT_FOUND and lists the aliases there are.
+    assert_rpc_error(
+        lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="latest"), timeout=10),
+        grpc.StatusCode.NOT_FOUND,
+        "no version or alias 'latest'",
+    )
     assert_rpc_error(
         lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="7"), timeout=10),
         grpc.StatusCode.NOT_FOUND,
