@@ -299,3 +299,27 @@ def test_generated_warm_up_requests_from_the_input_spec(tmp_path: Path) -> None:
         assert (tmp_path / "warm.log").read_text().split() == ["1"] * 6  # 3 requests x 2 instances, 1 row each
         [entry] = index_of(server.http_url)
         assert entry["state"] == "READY" and entry["warmup_ms"] > 0 and entry["load_ms"] > 0
+
+
+def test_a_manifest_must_list_every_file_and_a_same_version_reload_swaps_in_place(tmp_path: Path) -> None:
+    repo = scaled_repo(tmp_path)
+    version_1 = repo / "scaled" / "1"
+    sha256sums(version_1)
+    with running_server(repo, ["--model-control-mode", "explicit", "--load-model", "scaled"]) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        assert factor_of(client) == 1.0
+        (version_1 / "extra.bin").write_bytes(b"planted")
+        refused = httpx.post(f"{server.http_url}/v2/repository/models/scaled/load")
+        assert refused.status_code == 400 and "files not listed in SHA256SUMS: extra.bin" in refused.json()["error"]
+        assert factor_of(client) == 1.0
+        (version_1 / "extra.bin").unlink()
+        # The same version with a changed file (and manifest): reloaded beside the old one, then swapped.
+        write_onnx_scale(version_1 / "model.onnx", 5.0)
+        sha256sums(version_1)
+        client.load_model("scaled")
+        assert factor_of(client) == 5.0
+        ready = httpx.get(f"{server.http_url}/v2/models/scaled/ready")
+        assert ready.status_code == 200
+        client.unload_model("scaled")
+        not_ready = httpx.get(f"{server.http_url}/v2/models/scaled/ready")
+        assert not_ready.status_code == 503 and "UNLOADED" in not_ready.json()["error"]

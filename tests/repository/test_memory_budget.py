@@ -96,6 +96,7 @@ def test_the_budget_unloads_the_least_recently_used_and_brings_it_back_on_demand
         metrics = httpx.get(f"{server.http_url}/metrics").text
         assert 'modelserve_model_evictions_total{cause="budget",model="b"} 1.0' in metrics
         assert 'modelserve_model_evictions_total{cause="budget",model="a"} 1.0' in metrics
+        assert 'modelserve_model_cold_start_seconds{model="b"}' in metrics
 
 
 def test_a_pinned_model_is_never_unloaded(repo: Path) -> None:

@@ -7,7 +7,7 @@ with the observability work (they are read from the statistics the schedulers al
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
@@ -26,6 +26,13 @@ class ServerMetrics:
             "modelserve_model_evictions",
             "Models unloaded to keep within the memory budget (budget) or because they were idle (idle).",
             ["model", "cause"],
+            registry=self.registry,
+        )
+
+        self.cold_start_seconds = Gauge(
+            "modelserve_model_cold_start_seconds",
+            "How long the last request that loaded this model on demand waited for the load.",
+            ["model"],
             registry=self.registry,
         )
 

@@ -87,6 +87,15 @@ class InferenceAPI:
     def is_ready(self) -> bool:
         return not self._gate.is_draining and self._manager.all_ready()
 
+    def readiness_detail(self, name: str) -> str:
+        """Why a model is not ready, from the index: its versions' states and reasons."""
+        entries = [e for e in self._manager.index() if e.name == name]
+        parts = [
+            f"{'version ' + e.version + ' ' if e.version else ''}{e.state.value}{': ' + e.reason if e.reason else ''}"
+            for e in entries
+        ]
+        return "; ".join(parts) or "unknown"
+
     async def is_model_ready(self, name: str, version: str) -> bool:
         """Raises RoutingError (NOT_FOUND) for a model the repository does not have."""
         try:

@@ -4,8 +4,9 @@ The format is ``sha256sum``'s own, so a manifest is made with one command in the
 
     cd iris/2 && sha256sum model.onnx > SHA256SUMS
 
-When the file exists, every file it lists must exist inside the version folder and hash to the listed
-digest, or the load fails naming the file and both digests; the version that serves keeps serving.
+When the file exists, it must list every file of the version folder (a file added beside the model is
+refused as well), and every file it lists must exist inside the folder and hash to the listed digest,
+or the load fails naming the file and both digests; the version that serves keeps serving.
 Paths in the manifest are relative and must stay inside the folder (no ``..``, no absolute paths, no
 symlinks out), so a manifest can never make the server read elsewhere.
 """
@@ -45,6 +46,7 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{owner}: cannot read {MANIFEST_FILENAME}: {type(exc).__name__}") from exc
     checked = 0
+    listed: set[Path] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -72,4 +74,15 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
                 f"the file has sha256 {actual}; the file is corrupt or was replaced"
             )
         checked += 1
+        listed.add(target)
+    unlisted = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if path.is_file() and path.name != MANIFEST_FILENAME and path.resolve() not in listed
+    )
+    if unlisted:
+        raise ModelLoadError(
+            f"{owner}: files not listed in {MANIFEST_FILENAME}: {', '.join(unlisted[:5])}; list every file of the "
+            "version folder (sha256sum * > SHA256SUMS) or remove the extra ones"
+        )
     return checked

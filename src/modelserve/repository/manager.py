@@ -227,6 +227,7 @@ class ModelManager:
             model = self._models.get(name)
             if model is not None:
                 model.cold_start_ns = self._clock.now_ns() - started
+                self._metrics.cold_start_seconds.labels(name).set(model.cold_start_ns / 1e9)
 
     async def _load(self, name: str) -> None:
         if not (self._root / name).is_dir():

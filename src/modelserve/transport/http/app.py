@@ -241,7 +241,7 @@ class HttpApp:
             if await api.is_model_ready(name, version):
                 await _send(send, 200, b"")
             else:
-                await _send_error(send, 503, f"model '{name}' is not ready")
+                await _send_error(send, 503, f"model '{name}' is not ready ({api.readiness_detail(name)})")
         elif action == "config":
             self._allow(method, "GET")
             await _send_json(send, documents.config_document(await api.model_config(name, version)))
