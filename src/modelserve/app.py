@@ -25,6 +25,7 @@ from modelserve.observability.metrics import ServerMetrics
 from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
+from modelserve.repository.release import limit_malloc_arenas
 from modelserve.repository.scheduler_config import SchedulingDefaults
 from modelserve.routing.aliases import AliasStore
 from modelserve.routing.router import Router
@@ -87,6 +88,7 @@ class Server:
         if not root.is_dir():
             log.error("model repository %s does not exist or is not a folder", root)
             return 2
+        limit_malloc_arenas()
         clock = MonotonicClock()
         metrics = ServerMetrics()
         manager = ModelManager(

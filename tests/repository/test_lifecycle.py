@@ -249,8 +249,14 @@ def test_load_unload_cycles_give_memory_back(tmp_path: Path) -> None:
             client.infer("digits_mlp", [inp])
             client.unload_model("digits_mlp")
             rss.append(process.memory_info().rss)
-        growth = (rss[-1] - rss[0]) / rss[0]
-        print(f"RSS after cycle 1: {rss[0] / 2**20:.1f} MiB, after cycle 30: {rss[-1] / 2**20:.1f} MiB ({growth:+.1%})")
+        # Resident memory moves in ~4 MiB steps from cycle to cycle (allocator pages, onnxruntime's buffers);
+        # the median of the last five cycles is what "ends at" means here, without the step noise.
+        end = sorted(rss[-5:])[2]
+        growth = (end - rss[0]) / rss[0]
+        print(
+            f"RSS after cycle 1: {rss[0] / 2**20:.1f} MiB, at cycle 30 (median of the last 5): {end / 2**20:.1f} MiB "
+            f"({growth:+.1%}); all: {[round(r / 2**20) for r in rss]}"
+        )
         assert growth < 0.10, f"RSS grew {growth:.1%} over 30 load/unload cycles"
 
 

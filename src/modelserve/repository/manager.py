@@ -27,6 +27,7 @@ from modelserve.repository import model_config as mcfg
 from modelserve.repository.checksums import verify_manifest
 from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.memory import ModelUsage, choose_evictions, resident_bytes
+from modelserve.repository.release import release_free_memory
 from modelserve.repository.scan import list_models, list_versions
 from modelserve.repository.scheduler_config import SchedulingDefaults, build_scheduler
 from modelserve.repository.warmup import run_warmup
@@ -437,6 +438,7 @@ class ModelManager:
                 runtime.unload()
             except Exception:
                 log.exception("model %s version %s: unload failed", version.name, version.version)
+        release_free_memory()
 
     # -- memory ----------------------------------------------------------------------------------
 
