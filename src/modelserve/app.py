@@ -21,7 +21,7 @@ import uvicorn
 from modelserve import __version__
 from modelserve.config import ControlMode, Settings
 from modelserve.core.clock import MonotonicClock
-from modelserve.observability.metrics import ServerMetrics
+from modelserve.observability.metrics import ServerMetrics, VersionMetrics
 from modelserve.protocol.api import InferenceAPI
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
@@ -102,6 +102,12 @@ class Server:
             memory_budget_bytes=settings.repository.memory_budget_mb * 2**20,
             pinned=frozenset(settings.repository.pinned_models),
             metrics=metrics,
+        )
+        metrics.watch_models(
+            lambda: [
+                VersionMetrics(v.statistics, v.scheduler.queue_depth, v.load_ns / 1e9)
+                for v in manager.loaded_versions()
+            ]
         )
         gate = AdmissionGate(settings.server.max_inflight_requests)
         api = InferenceAPI(

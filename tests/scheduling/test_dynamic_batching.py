@@ -193,6 +193,8 @@ def test_queued_request_times_out_at_its_deadline_not_after_the_running_batch(tm
         busy.result(timeout=30)
         assert infer(server, np.array([[78, 0]], np.float32)).status_code == 200
         assert not any(77.0 in c["tags"] for c in calls(tmp_path)), "the model ran an expired request"
+        metrics = httpx.get(f"{server.http_url}/metrics").text
+        assert 'nv_inference_request_failure{model="batched",reason="REJECTED",version="1"} 1.0' in metrics
 
 
 def test_delay_action_runs_an_expired_request_after_the_others(tmp_path: Path, pool) -> None:  # type: ignore[no-untyped-def]

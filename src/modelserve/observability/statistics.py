@@ -11,12 +11,53 @@ exact (``x += 1`` is not atomic across threads).
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import threading
 from dataclasses import dataclass, field
 
 from modelserve.core.clock import wall_time_ms
+from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
 
-__all__ = ["Duration", "ModelVersionStatistics"]
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS_S", "Duration", "Histogram", "ModelVersionStatistics"]
+
+# Sub-millisecond to seconds: a 12 µs model and a 2 s one both land in informative buckets.
+LATENCY_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def failure_reason(failure: BaseException | None) -> str:
+    """Triton's ``reason`` label for a failed request: REJECTED (refused or timed out by the queue),
+    CANCELED (the client went away), BACKEND (the model failed), OTHER."""
+    if failure is None:
+        return ""
+    if isinstance(failure, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(failure, ModelServeError):
+        if failure.code is ErrorCode.CANCELLED:
+            return "CANCELED"
+        if isinstance(failure, QueueError) or failure.code is ErrorCode.DEADLINE_EXCEEDED:
+            return "REJECTED"
+        if isinstance(failure, RuntimeFailure):
+            return "BACKEND"
+    return "OTHER"
 
 
 @dataclass(slots=True)
@@ -27,6 +68,34 @@ class Duration:
     def add(self, ns: int) -> None:
         self.count += 1
         self.ns += ns
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-style bucket counts kept as plain per-bucket counts (bisect on observe), exported as a
+    Prometheus histogram at scrape time: an observation costs a bisect and two adds."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        running = 0
+        out = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
 
 
 @dataclass(slots=True)
@@ -52,11 +121,17 @@ class ModelVersionStatistics:
     batches: dict[int, BatchDurations] = field(default_factory=dict)
     # Resident memory the version took when it loaded (bytes; 0 = not measured).
     memory_bytes: int = 0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    request_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    queue_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record_queue(self, ns: int) -> None:
         with self._lock:
             self.queue.add(ns)
+            self.queue_seconds.observe(ns / 1e9)
 
     def record_execution(
         self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, *, requests: int = 1
@@ -72,6 +147,8 @@ class ModelVersionStatistics:
     def _record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, requests: int) -> None:
         self.execution_count += 1
         self.inference_count += batch_size
+        self.batch_sizes.observe(batch_size)
+        self.compute_seconds.observe((input_ns + infer_ns + output_ns) / 1e9)
         for duration, ns in (
             (self.compute_input, input_ns),
             (self.compute_infer, infer_ns),
@@ -86,9 +163,13 @@ class ModelVersionStatistics:
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
 
-    def record_request(self, *, succeeded: bool, total_ns: int) -> None:
-        """One request finished (end to end inside the server)."""
+    def record_request(self, *, succeeded: bool, total_ns: int, failure_reason: str = "OTHER") -> None:
+        """One request finished (end to end inside the server). ``failure_reason`` uses Triton's labels:
+        REJECTED (timed out in the queue, or refused by it), CANCELED, BACKEND (the model raised), OTHER."""
         now_ms = wall_time_ms()
         with self._lock:
             self.last_inference_ms = now_ms
             (self.success if succeeded else self.fail).add(total_ns)
+            self.request_seconds.observe(total_ns / 1e9)
+            if not succeeded:
+                self.failures_by_reason[failure_reason] = self.failures_by_reason.get(failure_reason, 0) + 1

@@ -37,7 +37,7 @@ from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
-from modelserve.observability.statistics import ModelVersionStatistics
+from modelserve.observability.statistics import ModelVersionStatistics, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.batch_policy import BatchPolicy, QueuedView, decide
@@ -155,8 +155,10 @@ class DynamicBatchScheduler:
         self._admission.enter()
         return self._clock.now_ns()
 
-    def _finish_request(self, start_ns: int, *, succeeded: bool) -> None:
-        self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
+    def _finish_request(self, start_ns: int, failure: BaseException | None) -> None:
+        self._stats.record_request(
+            succeeded=failure is None, total_ns=self._clock.now_ns() - start_ns, failure_reason=failure_reason(failure)
+        )
         self._admission.leave()
 
     def _entry(
@@ -197,7 +199,7 @@ class DynamicBatchScheduler:
     async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
         assert self._loop is not None and self._wake is not None, "start() the batcher first"
         start = self._admit()
-        succeeded = False
+        failure: BaseException | None = None
         try:
             self._queues.level_for(request.priority)  # a bad priority is refused on every path
             runtime = self._take_idle_for_fast_path()
@@ -214,10 +216,12 @@ class DynamicBatchScheduler:
                     entry.future.cancel()
                     self._wake.set()
                     raise
-            succeeded = True
             return outputs
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self._finish_request(start, succeeded=succeeded)
+            self._finish_request(start, failure)
 
     async def _run_fast(
         self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], start_ns: int
@@ -237,7 +241,7 @@ class DynamicBatchScheduler:
         queued on the loop and its result is handed straight from the instance's thread to this one."""
         assert self._loop is not None
         start = self._admit()
-        succeeded = False
+        failure: BaseException | None = None
         try:
             self._queues.level_for(request.priority)  # a bad priority is refused on every path
             runtime = self._take_idle_for_fast_path()
@@ -260,10 +264,12 @@ class DynamicBatchScheduler:
                     outputs = waiter.result()
                 except concurrent.futures.CancelledError:
                     raise QueueError("the request was cancelled", code=ErrorCode.CANCELLED) from None
-            succeeded = True
             return outputs
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self._finish_request(start, succeeded=succeeded)
+            self._finish_request(start, failure)
 
     def _push_from_thread(self, entry: QueueEntry) -> None:
         with self._lock:

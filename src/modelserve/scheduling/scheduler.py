@@ -24,7 +24,7 @@ from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, QueueError
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
-from modelserve.observability.statistics import ModelVersionStatistics
+from modelserve.observability.statistics import ModelVersionStatistics, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.instance_pool import InstancePool
@@ -57,6 +57,11 @@ class Scheduler(Protocol):
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet answered (queued or running)."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for an instance or a batch (not yet executing)."""
         ...
 
     async def drain(self, timeout_s: float) -> bool:
@@ -108,15 +113,17 @@ class DirectScheduler:
     def _enter(self) -> None:
         self._admission.enter()
 
-    def _leave(self, *, succeeded: bool, start_ns: int) -> None:
-        self._stats.record_request(succeeded=succeeded, total_ns=self._clock.now_ns() - start_ns)
+    def _leave(self, failure: BaseException | None, *, start_ns: int) -> None:
+        self._stats.record_request(
+            succeeded=failure is None, total_ns=self._clock.now_ns() - start_ns, failure_reason=failure_reason(failure)
+        )
         self._admission.leave()
 
     async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
         clock = self._clock
         self._enter()
         start = clock.now_ns()
-        succeeded = False
+        failure: BaseException | None = None
         try:
             runtime = await self._pool.acquire()
             queued = clock.now_ns()
@@ -132,10 +139,12 @@ class DirectScheduler:
             # meanwhile: a runtime instance never runs two calls at once.
             future.add_done_callback(lambda _: self._pool.release(runtime))
             outputs = await asyncio.shield(future)
-            succeeded = True
             return outputs
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self._leave(succeeded=succeeded, start_ns=start)
+            self._leave(failure, start_ns=start)
 
     async def start(self) -> None:
         return None
@@ -146,7 +155,7 @@ class DirectScheduler:
         clock = self._clock
         self._enter()
         start = clock.now_ns()
-        succeeded = False
+        failure: BaseException | None = None
         try:
             runtime = self._pool.acquire_blocking(cancel=cancel)
             if cancel is not None and cancel.is_cancelled:
@@ -158,10 +167,12 @@ class DirectScheduler:
                 outputs = self._single.run(runtime, request, output_names, queued)
             finally:
                 self._pool.release(runtime)
-            succeeded = True
             return outputs
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self._leave(succeeded=succeeded, start_ns=start)
+            self._leave(failure, start_ns=start)
 
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)
