@@ -1,4 +1,7 @@
-"""Bad REST requests through the real server: each gets a 4xx (never a 5xx) with a JSON ``{"error"}`` that
+"""(Long on purpose: one flat battery of every bad-input case the issue lists, each a few lines; splitting
+it would scatter the shared helpers and module-scoped servers.)
+
+Bad REST requests through the real server: each gets a 4xx (never a 5xx) with a JSON ``{"error"}`` that
 names what was wrong, leaks no traceback or path, and the next good request on the same server succeeds.
 
 Every client socket closes with SO_LINGER 0 (RST), so no server-side TIME_WAIT outlives a test: the server
