@@ -1,0 +1,296 @@
+"""Input drift: served rows compared window by window with each version's reference profile (PSI, KS).
+
+A version takes part once ``<model>/<version>.profile.json`` exists (``modelserve profile``); the profile
+is read on the drift thread when the version's first request arrives, and looked for again every
+``_RECHECK_S`` seconds while absent, so a profile written next to a running server is picked up. Rows of
+the profiled input are gathered until ``window_rows`` are in; then each feature's PSI (and KS for
+continuous features) against the reference is computed, and the predicted-class PSI when the profile has a
+class distribution. A window whose largest feature PSI exceeds the threshold is a drift event: logged,
+counted, and kept in a short history for the dashboard and alerts.
+
+The request path only makes a dict lookup, a random draw and a non-blocking put; a full queue skips the
+request (counted) rather than slowing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from modelserve.core.clock import wall_time_ms
+from modelserve.observability.divergence import bin_counts, ks_two_sample, psi
+from modelserve.observability.drift_profile import Profile, ProfileError, profile_path
+from modelserve.observability.drift_results import DriftWindowResult, FeatureDrift
+from modelserve.observability.observation import Observation
+
+__all__ = ["DriftCounts", "DriftMonitor", "VersionDrift"]
+
+log = logging.getLogger(__name__)
+
+_RECHECK_S = 10.0
+_EVENT_HISTORY = 100
+_STOP = object()
+
+
+@dataclass(slots=True)
+class DriftCounts:
+    """Per version: completed windows, drift events, and observations whose input did not fit the profile."""
+
+    windows: int = 0
+    events: int = 0
+    mismatched: int = 0
+
+
+@dataclass(slots=True)
+class VersionDrift:
+    """The open window of one version: rows gathered so far, compared when ``window_rows`` are in."""
+
+    model: str
+    version: str
+    profile: Profile
+    window_rows: int
+    psi_threshold: float
+    window: int = 0
+    _rows: list[np.ndarray] = field(default_factory=list)
+    _row_count: int = 0
+    _classes: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, observation: Observation) -> list[DriftWindowResult] | None:
+        """Adds the observation's rows; returns the windows it completed, or None when the input does not fit
+        the profile (a missing input, a non-numeric one, or a size that is not a multiple of the features)."""
+        rows = self._rows_of(observation)
+        if rows is None:
+            return None
+        classes = self._classes_of(observation)
+        if classes is not None:
+            self._classes.append(classes)
+        self._rows.append(rows)
+        self._row_count += len(rows)
+        completed = []
+        while self._row_count >= self.window_rows:
+            gathered = np.concatenate(self._rows)
+            current, rest = gathered[: self.window_rows], gathered[self.window_rows :]
+            self._rows = [rest] if len(rest) else []
+            self._row_count = len(rest)
+            predicted = np.concatenate(self._classes) if self._classes else None
+            self._classes = []
+            completed.append(self._compare(current, predicted))
+        return completed
+
+    def _rows_of(self, observation: Observation) -> np.ndarray | None:
+        tensor = observation.inputs.get(self.profile.input)
+        if tensor is None or tensor.dtype.kind not in "fiub":
+            return None
+        width = len(self.profile.features)
+        if tensor.size == 0 or tensor.size % width:
+            return None
+        return tensor.reshape(-1, width).astype(np.float64, copy=False)
+
+    def _classes_of(self, observation: Observation) -> np.ndarray | None:
+        prediction = self.profile.prediction
+        if prediction is None:
+            return None
+        output = observation.outputs.get(prediction.output)
+        if output is None or output.size == 0:
+            return None
+        if output.dtype.kind in "iu":
+            return output.reshape(-1).astype(np.int64)
+        if output.dtype.kind == "f" and output.ndim >= 1:
+            return np.asarray(np.argmax(output.reshape(-1, output.shape[-1]), axis=-1), dtype=np.int64)
+        return None
+
+    def _compare(self, rows: np.ndarray, predicted: np.ndarray | None) -> DriftWindowResult:
+        self.window += 1
+        features = []
+        for index, feature in enumerate(self.profile.features):
+            column = rows[:, index]
+            value = psi(bin_counts(column, feature.edges), feature.proportions)
+            statistic = pvalue = None
+            if feature.continuous and len(feature.sample):
+                statistic, pvalue = ks_two_sample(feature.sample, column)
+            features.append(FeatureDrift(feature.name, value, statistic, pvalue))
+        prediction_psi = None
+        profile_prediction = self.profile.prediction
+        if profile_prediction is not None and predicted is not None and len(predicted):
+            known = np.asarray(profile_prediction.classes, dtype=np.int64)
+            position = np.searchsorted(known, predicted)
+            position = np.where(
+                (position < len(known)) & (known[np.minimum(position, len(known) - 1)] == predicted),
+                position,
+                len(known),  # a class the reference never saw gets its own bin
+            )
+            counts = np.bincount(position, minlength=len(known) + 1)
+            prediction_psi = psi(counts, np.append(profile_prediction.proportions, 0.0))
+        psis = [f.psi for f in features]
+        max_psi = max(psis) if psis else 0.0
+        return DriftWindowResult(
+            model=self.model,
+            version=self.version,
+            window=self.window,
+            rows=len(rows),
+            ended_ms=wall_time_ms(),
+            features=tuple(features),
+            max_psi=max_psi,
+            mean_psi=float(np.mean(psis)) if psis else 0.0,
+            prediction_psi=prediction_psi,
+            drifted=max_psi > self.psi_threshold,
+        )
+
+
+class DriftMonitor:
+    """Runs drift detection on its own thread; ``start()`` before use, ``stop()`` at shutdown."""
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        enabled: bool,
+        window_rows: int,
+        psi_threshold: float,
+        sample_rate: float,
+        queue_size: int,
+    ) -> None:
+        self._repository = repository
+        self._enabled = enabled
+        self._window_rows = window_rows
+        self._psi_threshold = psi_threshold
+        self._sample_rate = sample_rate
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._versions: dict[tuple[str, str], VersionDrift] = {}
+        # Versions with no profile, and when to look again (read on the request path: a plain dict).
+        self._absent: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, str], DriftWindowResult] = {}
+        self._events: deque[DriftWindowResult] = deque(maxlen=_EVENT_HISTORY)
+        self._counts: dict[tuple[str, str], DriftCounts] = {}
+        self.skipped = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    # -- request path -----------------------------------------------------------------------------
+
+    def wants(self, model: str, version: str) -> bool:
+        if not self._enabled or (model, version) in self._absent:
+            return False
+        return self._sample_rate >= 1.0 or random.random() < self._sample_rate  # noqa: S311 - sampling, not security
+
+    def submit(self, observation: Observation) -> None:
+        try:
+            self._queue.put_nowait(observation)
+        except queue.Full:
+            self.skipped += 1  # approximate under races; only read for a metric
+
+    # -- readers ----------------------------------------------------------------------------------
+
+    def latest(self) -> list[DriftWindowResult]:
+        with self._lock:
+            return [self._latest[key] for key in sorted(self._latest)]
+
+    def events(self) -> list[DriftWindowResult]:
+        with self._lock:
+            return list(self._events)
+
+    def counts(self) -> dict[tuple[str, str], DriftCounts]:
+        with self._lock:
+            return {key: DriftCounts(c.windows, c.events, c.mismatched) for key, c in self._counts.items()}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        if self._thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout_s)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    # -- the drift thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=_RECHECK_S)
+            except queue.Empty:
+                item = None
+            self._forget_stale_absences()
+            if item is _STOP:
+                return
+            if isinstance(item, Observation):
+                try:
+                    self._observe(item)
+                except Exception:  # a bug here must not end drift detection for every model
+                    log.exception("drift detection failed on a request to %s version %s", item.model, item.version)
+
+    def _forget_stale_absences(self) -> None:
+        now = time.monotonic()
+        for key, recheck_at in list(self._absent.items()):
+            if recheck_at <= now:
+                self._absent.pop(key, None)
+
+    def _observe(self, observation: Observation) -> None:
+        key = (observation.model, observation.version)
+        state = self._versions.get(key)
+        if state is None:
+            state = self._open(key)
+            if state is None:
+                return
+        completed = state.add(observation)
+        with self._lock:
+            counts = self._counts.setdefault(key, DriftCounts())
+            if completed is None:
+                counts.mismatched += 1
+                return
+            for result in completed:
+                counts.windows += 1
+                self._latest[key] = result
+                if result.drifted:
+                    counts.events += 1
+                    self._events.append(result)
+        for result in completed:
+            if result.drifted:
+                worst = max(result.features, key=lambda f: f.psi)
+                log.warning(
+                    "drift: model %s version %s window %d: PSI %.3f on %s (threshold %.2f)",
+                    result.model,
+                    result.version,
+                    result.window,
+                    worst.psi,
+                    worst.feature,
+                    self._psi_threshold,
+                )
+
+    def _open(self, key: tuple[str, str]) -> VersionDrift | None:
+        model, version = key
+        path = profile_path(self._repository / model, version)
+        if not path.is_file():
+            self._absent[key] = time.monotonic() + _RECHECK_S
+            return None
+        try:
+            profile = Profile.load(path)
+        except ProfileError as exc:
+            log.warning("drift: %s; drift detection is off for this version until it is fixed", exc)
+            self._absent[key] = time.monotonic() + _RECHECK_S
+            return None
+        state = VersionDrift(model, version, profile, self._window_rows, self._psi_threshold)
+        self._versions[key] = state
+        log.info(
+            "drift: model %s version %s compared with %s (%d features)", model, version, path, len(profile.features)
+        )
+        return state
