@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MODELS := examples/models/iris/1/model.onnx examples/models/iris_sklearn/1/model.skops \
-          examples/models/digits_mlp/1/model.onnx
+          examples/models/digits_mlp/1/model.onnx examples/models/iris/1.profile.json
 
-.PHONY: all venv examples serve test lint typecheck importlint unit bench bench-batching clean
+.PHONY: all venv system-deps examples serve test lint typecheck importlint unit bench bench-batching bench-observability clean
 
 all: test
 
@@ -19,6 +19,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Tools the tests drive for real: Prometheus (promtool checks deploy/ rules; one test scrapes the server) and
+# headless Chromium with its driver (the dashboard test). Debian packages, installed once when missing.
+SYSTEM_TOOLS := /usr/bin/promtool /usr/bin/prometheus /usr/bin/chromium /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@missing=0; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing Debian packages: prometheus chromium chromium-driver"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    prometheus chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends prometheus chromium chromium-driver >/dev/null; }; \
+	fi
 
 $(MODELS) &: examples/build_models.py $(STAMP)
 	$(BIN)/python examples/build_models.py --out examples/models
@@ -38,7 +53,7 @@ typecheck: venv
 importlint: venv
 	$(BIN)/lint-imports
 
-unit: examples
+unit: examples system-deps
 	$(BIN)/pytest
 
 test: lint typecheck importlint unit
@@ -53,6 +68,11 @@ bench: examples
 bench-batching: examples
 	bash bench/setup.sh
 	$(BIN)/python bench/run_batching.py
+
+# What metrics + 1 % prediction log + drift cost at concurrency 32 on iris (on vs off, MLServer for scale).
+bench-observability: examples
+	bash bench/setup.sh
+	$(BIN)/python bench/run_observability.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

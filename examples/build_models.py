@@ -182,11 +182,37 @@ def build_digits_mlp(path: Path) -> None:
     )
 
 
-BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
-    "iris": ("1/model.onnx", build_iris),
-    "iris_sklearn": ("1/model.skops", build_iris_sklearn),
-    "digits_mlp": ("1/model.onnx", build_digits_mlp),
-}
+def build_iris_profile(path: Path) -> None:
+    """The drift reference of iris version 1: its training inputs and the classifier's predictions on them
+    (what ``modelserve profile iris iris_train.npy --labels iris_predictions.npy`` writes), and those two
+    arrays under examples/data for trying the command."""
+    from modelserve.observability.drift_profile import Profile
+
+    clf = build_iris_estimator()
+    x, _ = iris_data()
+    predictions = clf.predict(x)
+    data = path.parent.parent.parent / "data"
+    data.mkdir(exist_ok=True)
+    np.save(data / "iris_train.npy", x)
+    np.save(data / "iris_predictions.npy", predictions)
+    profile = Profile.build(
+        x,
+        model="iris",
+        version="1",
+        input_name=INPUT_NAME,
+        feature_names=["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        labels=predictions,
+        prediction_output="label",
+    )
+    profile.save(path)
+
+
+BUILDERS: list[tuple[str, str, Callable[[Path], None]]] = [
+    ("iris", "1/model.onnx", build_iris),
+    ("iris", "1.profile.json", build_iris_profile),
+    ("iris_sklearn", "1/model.skops", build_iris_sklearn),
+    ("digits_mlp", "1/model.onnx", build_digits_mlp),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model repository directory")
     parser.add_argument("--force", action="store_true", help="rebuild artefacts that already exist")
     args = parser.parse_args(argv)
-    for name, (artefact, build) in BUILDERS.items():
+    for name, artefact, build in BUILDERS:
         path = args.out / name / artefact
         if path.exists() and not args.force:
             print(f"{name}: exists, skipped ({path})")

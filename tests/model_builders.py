@@ -38,3 +38,16 @@ def write_onnx_scale(path: Path, factor: float, *, width: int = 3) -> None:
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+
+
+def iris_repository(root: Path) -> Path:
+    """A repository under ``root`` holding only the bundled iris example (no drift profile), returned."""
+    import shutil
+
+    from tests.server_process import EXAMPLES
+
+    repo = root / "repo"
+    (repo / "iris" / "1").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "iris" / "1" / "model.onnx", repo / "iris" / "1" / "model.onnx")
+    shutil.copy(EXAMPLES / "iris" / "config.pbtxt", repo / "iris" / "config.pbtxt")
+    return repo

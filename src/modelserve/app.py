@@ -19,10 +19,17 @@ import grpc
 import uvicorn
 
 from modelserve import __version__
-from modelserve.config import ControlMode, Settings
-from modelserve.core.clock import MonotonicClock
+from modelserve.config import AlertSettings, ControlMode, PredictionLogFormat, Settings
+from modelserve.core.clock import MonotonicClock, wall_time_ms
+from modelserve.observability.alerts import AlertManager
+from modelserve.observability.drift import DriftMonitor
 from modelserve.observability.metrics import ServerMetrics, VersionMetrics
+from modelserve.observability.monitor import Monitor
+from modelserve.observability.prediction_log import PredictionLog
+from modelserve.observability.webhook import WebhookNotifier
 from modelserve.protocol.api import InferenceAPI
+from modelserve.protocol.operations import Operations
+from modelserve.repository.loaded import VersionState
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.release import limit_malloc_arenas
@@ -32,6 +39,8 @@ from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
+from modelserve.transport.http.dashboard_assets import DashboardAssets
+from modelserve.transport.http.metrics_app import MetricsApp
 
 __all__ = ["Server", "run"]
 
@@ -44,6 +53,19 @@ class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _webhook(settings: AlertSettings, metrics: ServerMetrics) -> WebhookNotifier | None:
+    if settings.webhook_url is None:
+        return None
+    return WebhookNotifier(
+        settings.webhook_url,
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+        queue_size=settings.webhook_queue_size,
+        notifications=metrics.alert_notifications,
+    )
 
 
 class Server:
@@ -82,6 +104,29 @@ class Server:
             await asyncio.sleep(min(idle_s / 2, 5.0))
             await manager.unload_idle(idle_s)
 
+    @staticmethod
+    async def _sample(monitor: Monitor, interval_s: float) -> None:
+        while True:
+            monitor.sample()
+            await asyncio.sleep(interval_s)
+
+    def _listener(self, app: HttpApp | MetricsApp, port: int) -> _UvicornServer:
+        return _UvicornServer(
+            uvicorn.Config(
+                app,
+                host=self.settings.server.host,
+                port=port,
+                http="httptools",
+                loop="none",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_keep_alive=30,
+                server_header=False,
+                date_header=False,
+            )
+        )
+
     async def run(self) -> int:
         settings = self.settings
         root = settings.repository.path
@@ -105,9 +150,62 @@ class Server:
         )
         metrics.watch_models(
             lambda: [
-                VersionMetrics(v.statistics, v.scheduler.queue_depth, v.load_ns / 1e9)
+                VersionMetrics(
+                    v.statistics, v.scheduler.queue_depth, v.load_ns / 1e9, v.warmup_ns / 1e9, v.scheduler.in_flight
+                )
                 for v in manager.loaded_versions()
             ]
+        )
+        metrics.watch_states(
+            lambda: [(e.name, e.version, e.state.value) for e in manager.index()],
+            [state.value for state in VersionState],
+        )
+        monitor = Monitor(
+            lambda: [(v.statistics, v.scheduler.queue_depth) for v in manager.loaded_versions()],
+            clock,
+            horizon_s=settings.monitor.horizon_s,
+        )
+        drift = DriftMonitor(
+            root,
+            enabled=settings.drift.enabled,
+            window_rows=settings.drift.window_rows,
+            psi_threshold=settings.drift.psi_threshold,
+            sample_rate=settings.drift.sample_rate,
+            queue_size=settings.drift.queue_size,
+        )
+        log_settings = settings.prediction_log
+        prediction_log = PredictionLog(
+            log_settings.directory,
+            enabled=log_settings.enabled,
+            sample_rate=log_settings.sample_rate,
+            model_sample_rates=log_settings.model_sample_rates,
+            parquet=log_settings.format is PredictionLogFormat.PARQUET,
+            max_file_bytes=log_settings.max_file_bytes,
+            max_files=log_settings.max_files,
+            max_inline_bytes=log_settings.max_inline_bytes,
+            queue_size=log_settings.queue_size,
+        )
+        metrics.watch_observers(drift, prediction_log)
+        try:
+            prediction_log.start()
+        except ImportError:
+            log.error(
+                "prediction_log.format is parquet, which needs pyarrow: pip install 'modelserve[parquet]' "
+                "or set prediction_log.format: jsonl"
+            )
+            return 2
+        drift.start()
+        alerts = AlertManager(
+            settings.alerts,
+            monitor,
+            drift,
+            clock,
+            wall_time_ms,
+            metrics.alerts_firing,
+            _webhook(settings.alerts, metrics),
+        )
+        operations = Operations(
+            monitor, drift, alerts, settings.dashboard.enabled, drift_psi_threshold=settings.drift.psi_threshold
         )
         gate = AdmissionGate(settings.server.max_inflight_requests)
         api = InferenceAPI(
@@ -119,6 +217,7 @@ class Server:
             max_requested_outputs=settings.limits.max_requested_outputs,
             model_control_mode=settings.repository.control_mode.value,
             drain_timeout_s=settings.server.drain_timeout_s,
+            observers=[o for o in (prediction_log, drift) if o.enabled],
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -144,28 +243,27 @@ class Server:
                 return 2
         http_server = None
         if settings.http.enabled:
-            http_server = _UvicornServer(
-                uvicorn.Config(
-                    HttpApp(api, settings.limits, metrics),
-                    host=settings.server.host,
-                    port=settings.http.port,
-                    http="httptools",
-                    loop="none",
-                    lifespan="off",
-                    access_log=False,
-                    log_level="warning",
-                    timeout_keep_alive=30,
-                    server_header=False,
-                    date_header=False,
-                )
+            http_app = HttpApp(
+                api,
+                settings.limits,
+                metrics if settings.metrics.enabled else None,
+                operations,
+                DashboardAssets.load() if settings.dashboard.enabled else None,
             )
+            http_server = self._listener(http_app, settings.http.port)
+        metrics_server = None
+        if settings.metrics.port is not None:
+            metrics_server = self._listener(MetricsApp(metrics), settings.metrics.port)
         try:
             async with asyncio.TaskGroup() as group:
                 # Listeners start at once (live), loading happens behind them (ready when done).
                 if grpc_server is not None:
                     grpc_server.start()
                 http_task = group.create_task(http_server.serve()) if http_server is not None else None
+                metrics_task = group.create_task(metrics_server.serve()) if metrics_server is not None else None
                 load_task = group.create_task(self._load_and_poll(manager))
+                monitor_task = group.create_task(self._sample(monitor, settings.monitor.sample_interval_s))
+                alerts_task = group.create_task(alerts.run())
                 log.info(
                     "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
                     __version__,
@@ -176,10 +274,10 @@ class Server:
                     root,
                 )
                 stop_task = group.create_task(self._stop.wait())
-                pending = {stop_task} | ({http_task} if http_task is not None else set())
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if http_task is not None and http_task in done and not self._stop.is_set():
-                    log.error("the HTTP listener stopped (port in use?); shutting down")
+                listeners = {task for task in (http_task, metrics_task) if task is not None}
+                done, _ = await asyncio.wait({stop_task} | listeners, return_when=asyncio.FIRST_COMPLETED)
+                if done & listeners and not self._stop.is_set():
+                    log.error("an HTTP listener stopped (port in use?); shutting down")
                     stop_task.cancel()
                 log.info(
                     "shutting down: draining in-flight requests (up to %.0f s)",
@@ -187,20 +285,25 @@ class Server:
                 )
                 if not load_task.done():
                     load_task.cancel()
+                monitor_task.cancel()
+                alerts_task.cancel()  # undelivered webhook notifications are counted as failed, not awaited
                 drained = await gate.drain(settings.server.drain_timeout_s)
                 if not drained:
                     log.warning("drain timed out with %d requests in flight", gate.inflight)
-                if http_server is not None:
-                    http_server.should_exit = True
+                for server in (http_server, metrics_server):
+                    if server is not None:
+                        server.should_exit = True
                 if grpc_server is not None:
                     stopped = grpc_server.stop(grace=1.0)
                     await asyncio.to_thread(stopped.wait, 5.0)
                 await manager.close(drain_timeout_s=1.0)
         finally:
+            await asyncio.to_thread(prediction_log.stop)
+            await asyncio.to_thread(drift.stop)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         log.info("stopped")
-        if http_task is not None and http_task.done() and not http_task.cancelled() and not self._stop.is_set():
+        if any(task.done() and not task.cancelled() for task in listeners) and not self._stop.is_set():
             return 1
         return 0
 

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=None, help="REST port [http.port, default 8000]")
     serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port [grpc.port, default 8001]")
     serve.add_argument(
+        "--metrics-port", type=int, default=None, help="also serve /metrics on this port [metrics.port, default none]"
+    )
+    serve.add_argument(
         "--model-control-mode",
         choices=["none", "explicit", "poll"],
         default=None,
@@ -123,7 +126,96 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
     _admin_commands(commands)
+    _profile_command(commands)
     return parser
+
+
+def _profile_command(commands: Any) -> None:
+    profile = commands.add_parser(
+        "profile",
+        help="build a model version's drift reference profile from training data",
+        description="Bin each feature of the training data (quantile bins; categorical features by value) and "
+        "store the profile as <model>/<version>.profile.json, which drift detection compares served inputs with.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    profile.add_argument("model", help="model name (a folder of the repository)")
+    profile.add_argument("data", type=Path, help="training inputs: .npy (no pickles) or .csv, shape [rows, features]")
+    profile.add_argument("--model-repository", type=Path, default=Path("examples/models"), help="the repository")
+    profile.add_argument("--version", default="", help="version folder (default: the highest)")
+    profile.add_argument("--input", default="", help="input tensor the data is for (default: the model's only input)")
+    profile.add_argument("--bins", type=int, default=10, help="quantile bins per continuous feature")
+    profile.add_argument("--feature-names", default="", help="comma-separated names, one per feature")
+    profile.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="class labels or predictions for the rows (.npy/.csv), for drift of the predicted-class distribution",
+    )
+    profile.add_argument(
+        "--prediction-output", default="", help="output holding the predicted class (default: the first integer one)"
+    )
+
+
+def _read_array(path: Path) -> Any:
+    import numpy as np
+
+    if path.suffix == ".csv":
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    return np.load(path, allow_pickle=False)
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from modelserve.core.errors import ModelServeError
+    from modelserve.core.names import check_model_name
+    from modelserve.observability.drift_profile import Profile, ProfileError, profile_path
+    from modelserve.repository.model_config import read_model_config
+    from modelserve.repository.scan import list_versions
+
+    try:
+        check_model_name(args.model)
+        model_dir = args.model_repository / args.model
+        if not (model_dir / "config.pbtxt").is_file():
+            raise ProfileError(f"no model '{args.model}' in {args.model_repository} (no {model_dir}/config.pbtxt)")
+        config = read_model_config(model_dir, args.model)
+        versions = list_versions(model_dir)
+        version = args.version or (str(max(versions)) if versions else "")
+        if not version or not (model_dir / version).is_dir():
+            raise ProfileError(f"model '{args.model}' has no version folder '{version or '<none>'}'")
+        inputs = [tensor.name for tensor in config.input]
+        input_name = args.input or (inputs[0] if len(inputs) == 1 else "")
+        if not input_name:
+            raise ProfileError(f"model '{args.model}' has inputs {inputs or '(none declared)'}: name one with --input")
+        labels = _read_array(args.labels) if args.labels is not None else None
+        prediction_output = args.prediction_output
+        if labels is not None and not prediction_output:
+            integer = [o.name for o in config.output if "INT" in mc.DataType.Name(o.data_type)]
+            outputs = integer or [o.name for o in config.output]
+            if not outputs:
+                raise ProfileError("name the output that holds the predicted class with --prediction-output")
+            prediction_output = outputs[0]
+        profile = Profile.build(
+            _read_array(args.data),
+            model=args.model,
+            version=version,
+            input_name=input_name,
+            feature_names=[n.strip() for n in args.feature_names.split(",")] if args.feature_names else None,
+            bins=args.bins,
+            labels=labels,
+            prediction_output=prediction_output,
+        )
+        path = profile_path(model_dir, version)
+        profile.save(path)
+    except (ProfileError, ModelServeError, OSError, ValueError) as exc:
+        print(f"modelserve profile: {exc}", file=sys.stderr)
+        return 1
+    kinds = sum(f.continuous for f in profile.features)
+    print(
+        f"{path}: {profile.rows} rows, {len(profile.features)} features ({kinds} continuous), "
+        f"prediction classes: {list(profile.prediction.classes) if profile.prediction else 'none'}"
+    )
+    return 0
 
 
 def _admin_commands(commands: Any) -> None:
@@ -196,12 +288,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("server", "host", args.host)
     put("http", "port", args.http_port)
     put("grpc", "port", args.grpc_port)
+    put("metrics", "port", args.metrics_port)
     put("repository", "control_mode", args.model_control_mode)
     put("repository", "load_models", tuple(args.load_model) if args.load_model else None)
-    put("repository", "poll_secs", args.repository_poll_secs)
-    put("repository", "memory_budget_mb", args.memory_budget_mb)
-    put("repository", "pinned_models", tuple(args.pin_model) if args.pin_model else None)
-    put("repository", "unload_idle_secs", args.unload_idle_secs)
     put("repository", "poll_secs", args.repository_poll_secs)
     put("repository", "memory_budget_mb", args.memory_budget_mb)
     put("repository", "pinned_models", tuple(args.pin_model) if args.pin_model else None)
@@ -218,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("models", "load", "unload", "alias", "rollback"):
         return _run_admin(args)
+    if args.command == "profile":
+        return _run_profile(args)
     if args.command != "serve":
         _parser().print_help()
         return 2

@@ -14,13 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "AlertMetric",
+    "AlertRule",
+    "AlertSettings",
     "ControlMode",
+    "DashboardSettings",
+    "DriftSettings",
     "GrpcSettings",
     "HttpSettings",
     "LimitSettings",
+    "MetricsSettings",
+    "MonitorSettings",
+    "PredictionLogFormat",
+    "PredictionLogSettings",
     "RepositorySettings",
     "SchedulingSettings",
     "ServerSettings",
@@ -125,6 +134,125 @@ class SchedulingSettings(_Group):
     )
 
 
+class MetricsSettings(_Group):
+    enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics on the REST port.")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also serve /metrics on its own listener at this port (Triton's --metrics-port); "
+        "None = no separate listener.",
+    )
+
+
+class MonitorSettings(_Group):
+    sample_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the windowed view (dashboard, alerts) reads the statistics."
+    )
+    horizon_s: float = Field(
+        900.0, gt=0, description="How far back the windowed view keeps samples; alert windows must fit in it."
+    )
+
+
+class PredictionLogFormat(enum.StrEnum):
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+
+class PredictionLogSettings(_Group):
+    enabled: bool = Field(False, description="Log a sample of predictions (inputs, outputs, latency) to files; opt-in.")
+    directory: Path = Field(Path("prediction-logs"), description="Folder of the log files, one subfolder per model.")
+    sample_rate: float = Field(0.01, ge=0, le=1, description="Fraction of requests logged, for every model.")
+    model_sample_rates: dict[str, float] = Field(
+        default_factory=dict, description="Per-model sample rate overriding sample_rate (0 = never log it)."
+    )
+    format: PredictionLogFormat = Field(
+        PredictionLogFormat.JSONL, description="jsonl, or parquet (needs the 'parquet' extra: pyarrow)."
+    )
+    max_file_bytes: int = Field(64 * 2**20, ge=1024, description="A log file rotates when it reaches this size.")
+    max_files: int = Field(10, ge=1, description="Rotated files kept per model; the oldest is deleted.")
+    max_inline_bytes: int = Field(
+        4096,
+        ge=0,
+        description="Tensors larger than this are logged as a summary (shape, datatype, sha256, min/max/mean).",
+    )
+    queue_size: int = Field(
+        10000, ge=1, description="Records waiting for the writer; when full, new records are dropped and counted."
+    )
+
+
+class DriftSettings(_Group):
+    enabled: bool = Field(True, description="Compare served inputs with each version's reference profile, if any.")
+    window_rows: int = Field(1000, ge=10, description="Rows per comparison window.")
+    psi_threshold: float = Field(0.2, gt=0, description="A window whose PSI for some feature exceeds this is drift.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Fraction of requests whose inputs feed the windows.")
+    queue_size: int = Field(
+        10000, ge=1, description="Requests waiting for the drift worker; when full, new ones are skipped and counted."
+    )
+
+
+class AlertMetric(enum.StrEnum):
+    P50_LATENCY_MS = "p50_latency_ms"
+    P95_LATENCY_MS = "p95_latency_ms"
+    P99_LATENCY_MS = "p99_latency_ms"
+    ERROR_RATE = "error_rate"
+    REQUEST_RATE = "request_rate"
+    QUEUE_DEPTH = "queue_depth"
+    DRIFT_PSI = "drift_psi"
+
+
+class AlertRule(_Group):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    metric: AlertMetric
+    threshold: float = Field(description="The alert condition is: value > threshold.")
+    model: str = Field("*", description="Model name the rule watches, or '*' for each model.")
+    window_s: float = Field(
+        60.0,
+        gt=0,
+        description="The metric is computed over this trailing window (not used by queue_depth, the newest "
+        "sample, nor drift_psi, the last completed drift window).",
+    )
+    for_s: float = Field(0.0, ge=0, description="The condition must hold this long before the alert fires.")
+    severity: str = Field("warning", max_length=32)
+
+
+class AlertSettings(_Group):
+    rules: tuple[AlertRule, ...] = Field((), description="Alert rules; see the README's Operations section.")
+    evaluation_interval_s: float = Field(5.0, gt=0, description="How often the rules are evaluated.")
+    webhook_url: str | None = Field(None, description="POST firing and resolved alerts here (http or https).")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Longest one POST may take.")
+    webhook_max_attempts: int = Field(5, ge=1, le=20, description="Tries per notification, with doubling backoff.")
+    webhook_backoff_s: float = Field(0.5, gt=0, description="Wait before the first retry; doubles, capped at 30 s.")
+    webhook_queue_size: int = Field(
+        100, ge=1, description="Notifications waiting to be sent; when full, new ones are dropped and counted."
+    )
+    history_size: int = Field(200, ge=1, description="Resolved alerts kept for GET /v2/alerts.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        # urllib would also open file:// and ftp:// URLs; a webhook is an HTTP endpoint, nothing else.
+        if url is None:
+            return None
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> AlertSettings:
+        # The name identifies the alert in /v2/alerts, the log and the modelserve_alerts_firing series.
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"alert rule names must be unique; rename the rules named {', '.join(duplicates)}")
+        return self
+
+
+class DashboardSettings(_Group):
+    enabled: bool = Field(True, description="Serve the live dashboard at GET /dashboard on the REST port.")
+
+
 class Settings(_Group):
     server: ServerSettings = ServerSettings()
     http: HttpSettings = HttpSettings()
@@ -132,6 +260,23 @@ class Settings(_Group):
     limits: LimitSettings = LimitSettings()
     repository: RepositorySettings = RepositorySettings()
     scheduling: SchedulingSettings = SchedulingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
+    drift: DriftSettings = DriftSettings()
+    alerts: AlertSettings = AlertSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+
+    @model_validator(mode="after")
+    def _alert_windows_fit_the_monitor(self) -> Settings:
+        # The monitor keeps horizon_s of samples: a longer alert window would silently cover less.
+        for index, rule in enumerate(self.alerts.rules):
+            if rule.window_s > self.monitor.horizon_s:
+                raise ValueError(
+                    f"alerts.rules.{index}.window_s ({rule.window_s:g} s, rule {rule.name!r}) is longer than "
+                    f"monitor.horizon_s ({self.monitor.horizon_s:g} s); shorten the window or raise the horizon"
+                )
+        return self
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -164,5 +309,8 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
         raise SettingsError(f"invalid settings: {problems}") from exc

@@ -122,18 +122,21 @@ def test_rows_that_do_not_fit_the_profile_are_refused_not_misread() -> None:
     state = VersionDrift("m", "1", profile, window_rows=10, psi_threshold=0.2)
     assert state.add(_observation(np.ones((2, 2)))) is None  # 4 values for 3 features
     assert state.add(Observation("m", "1", "", None, {"other": np.ones((1, 3))}, {}, {}, 0, 0)) is None
-    assert state.add(Observation("m", "1", "", None, {"x": np.array([b"a", b"b", b"c"], dtype=object)}, {}, {}, 0, 0)) is None
+    assert (
+        state.add(Observation("m", "1", "", None, {"x": np.array([b"a", b"b", b"c"], dtype=object)}, {}, {}, 0, 0))
+        is None
+    )
 
 
 def test_predicted_class_drift() -> None:
     rng = np.random.default_rng(3)
     training = rng.normal(size=(3000, 2))
     labels = rng.integers(0, 3, size=3000)
-    profile = Profile.build(
-        training, model="m", version="1", input_name="x", labels=labels, prediction_output="label"
-    )
+    profile = Profile.build(training, model="m", version="1", input_name="x", labels=labels, prediction_output="label")
     state = VersionDrift("m", "1", profile, window_rows=300, psi_threshold=0.2)
-    balanced = Observation("m", "1", "", None, {"x": rng.normal(size=(300, 2))}, {"label": rng.integers(0, 3, 300)}, {}, 0, 0)
+    balanced = Observation(
+        "m", "1", "", None, {"x": rng.normal(size=(300, 2))}, {"label": rng.integers(0, 3, 300)}, {}, 0, 0
+    )
     (same,) = state.add(balanced) or []
     assert same.prediction_psi is not None and same.prediction_psi < 0.05
     skewed = Observation("m", "1", "", None, {"x": rng.normal(size=(300, 2))}, {"label": np.full(300, 2)}, {}, 0, 0)

@@ -3,7 +3,6 @@ agree with the counters and with the statistics extension."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server_process import EXAMPLES, running_server
+from tests.model_builders import iris_repository
+from tests.server_process import running_server
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,10 +32,7 @@ def value(samples, name: str, **labels: str) -> float:  # type: ignore[no-untype
 
 
 def test_triton_metric_names_and_semantics(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    (repo / "iris" / "1").mkdir(parents=True)
-    shutil.copy(EXAMPLES / "iris" / "1" / "model.onnx", repo / "iris" / "1" / "model.onnx")
-    shutil.copy(EXAMPLES / "iris" / "config.pbtxt", repo / "iris" / "config.pbtxt")
+    repo = iris_repository(tmp_path)
     with running_server(repo) as server:
         client = grpcclient.InferenceServerClient(server.grpc_address)
         for rows in (1, 2, 5):
@@ -61,6 +58,11 @@ def test_triton_metric_names_and_semantics(tmp_path: Path) -> None:
         assert value(samples, "nv_model_load_duration_secs", **iris) > 0
         assert 0 <= value(samples, "nv_cpu_utilization") <= 1
         assert value(samples, "nv_cpu_memory_used_bytes") > 0
+        assert value(samples, "modelserve_model_state", **iris, state="READY") == 1
+        assert value(samples, "modelserve_model_state", **iris, state="FAILED") == 0
+        assert value(samples, "modelserve_inflight_requests", **iris) == 0
+        assert value(samples, "modelserve_model_warmup_duration_seconds", **iris) >= 0
+        assert not any(name.endswith("_created") for name, _ in samples)
         # Histograms agree with the counters and the statistics extension.
         assert value(samples, "modelserve_request_duration_seconds_count", **iris) == 4
         assert value(samples, "modelserve_request_duration_seconds_bucket", **iris, le="+Inf") == 4
@@ -99,3 +101,26 @@ def test_failure_reasons(tmp_path: Path) -> None:
         labels = {"model": "broken", "version": "1"}
         assert value(samples, "nv_inference_request_failure", **labels, reason="BACKEND") == 3
         assert value(samples, "nv_inference_request_success", **labels) == 0
+        # The finer cause, and Triton's request duration counting successful requests only.
+        assert value(samples, "modelserve_request_failures", **labels, cause="model") == 3
+        assert value(samples, "modelserve_request_failures", **labels, cause="shed") == 0
+        assert value(samples, "nv_inference_request_duration_us", **labels) == 0
+
+
+def test_metrics_on_their_own_port_and_off_on_the_rest_port(tmp_path: Path) -> None:
+    from tests.server_process import free_port
+
+    repo = iris_repository(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("metrics:\n  enabled: false\n")
+    port = free_port()
+    with running_server(repo, ["--metrics-port", str(port)], config=config) as server:
+        own = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert own.status_code == 200 and "nv_inference_request_success{" in own.text
+        assert own.headers["content-type"].startswith("text/plain")
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 404
+        assert httpx.post(f"http://127.0.0.1:{port}/metrics").status_code == 405
+        assert httpx.get(f"{server.http_url}/metrics").status_code == 404  # metrics.enabled: false
+    from tests.server_process import port_is_free
+
+    assert port_is_free(port)

@@ -8,15 +8,13 @@ continuous features) against the reference is computed, and the predicted-class 
 class distribution. A window whose largest feature PSI exceeds the threshold is a drift event: logged,
 counted, and kept in a short history for the dashboard and alerts.
 
-The request path only makes a dict lookup, a random draw and a non-blocking put; a full queue skips the
-request (counted) rather than slowing it.
+The request path only makes a dict lookup, a random draw and a ``deque.append`` (``handoff.py``); when the
+drift thread falls behind, requests are skipped (counted) rather than slowed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import random
 import threading
 import time
@@ -30,6 +28,7 @@ from modelserve.core.clock import wall_time_ms
 from modelserve.observability.divergence import bin_counts, ks_two_sample, psi
 from modelserve.observability.drift_profile import Profile, ProfileError, profile_path
 from modelserve.observability.drift_results import DriftWindowResult, FeatureDrift
+from modelserve.observability.handoff import Handoff
 from modelserve.observability.observation import Observation
 
 __all__ = ["DriftCounts", "DriftMonitor", "VersionDrift"]
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 
 _RECHECK_S = 10.0
 _EVENT_HISTORY = 100
-_STOP = object()
+_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -164,7 +163,7 @@ class DriftMonitor:
         self._window_rows = window_rows
         self._psi_threshold = psi_threshold
         self._sample_rate = sample_rate
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._handoff: Handoff[Observation] = Handoff(queue_size, _POLL_S)
         self._versions: dict[tuple[str, str], VersionDrift] = {}
         # Versions with no profile, and when to look again (read on the request path: a plain dict).
         self._absent: dict[tuple[str, str], float] = {}
@@ -173,7 +172,7 @@ class DriftMonitor:
         self._events: deque[DriftWindowResult] = deque(maxlen=_EVENT_HISTORY)
         self._counts: dict[tuple[str, str], DriftCounts] = {}
         self.skipped = 0
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     @property
     def enabled(self) -> bool:
@@ -187,9 +186,7 @@ class DriftMonitor:
         return self._sample_rate >= 1.0 or random.random() < self._sample_rate  # noqa: S311 - sampling, not security
 
     def submit(self, observation: Observation) -> None:
-        try:
-            self._queue.put_nowait(observation)
-        except queue.Full:
+        if not self._handoff.offer(observation):
             self.skipped += 1  # approximate under races; only read for a metric
 
     # -- readers ----------------------------------------------------------------------------------
@@ -209,34 +206,26 @@ class DriftMonitor:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._enabled and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
-            self._thread.start()
+        if self._enabled and not self._started:
+            self._started = True
+            self._handoff.start("drift", self._handle, self._forget_stale_absences)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        if self._thread is None:
-            return
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout_s)
-        self._thread.join(timeout_s)
-        self._thread = None
+        if self._started:
+            self._started = False
+            self._handoff.stop(timeout_s)
 
     # -- the drift thread -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
+    def _handle(self, batch: list[Observation]) -> None:
+        self._forget_stale_absences()
+        for observation in batch:
             try:
-                item = self._queue.get(timeout=_RECHECK_S)
-            except queue.Empty:
-                item = None
-            self._forget_stale_absences()
-            if item is _STOP:
-                return
-            if isinstance(item, Observation):
-                try:
-                    self._observe(item)
-                except Exception:  # a bug here must not end drift detection for every model
-                    log.exception("drift detection failed on a request to %s version %s", item.model, item.version)
+                self._observe(observation)
+            except Exception:  # a bug here must not end drift detection for every model
+                log.exception(
+                    "drift detection failed on a request to %s version %s", observation.model, observation.version
+                )
 
     def _forget_stale_absences(self) -> None:
         now = time.monotonic()

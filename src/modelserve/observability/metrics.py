@@ -14,16 +14,20 @@ One registry per server, so tests and embedded servers never share series throug
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from modelserve.observability.statistics import Histogram, ModelVersionStatistics
+from modelserve.observability.drift import DriftMonitor
+from modelserve.observability.prediction_log import PredictionLog
+from modelserve.observability.statistics import FAILURE_CAUSES, Histogram, ModelVersionStatistics
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics", "VersionMetrics"]
 
@@ -37,6 +41,8 @@ class VersionMetrics:
     statistics: ModelVersionStatistics
     queue_depth: int
     load_seconds: float
+    warmup_seconds: float = 0.0
+    in_flight: int = 0
 
 
 def _histogram(name: str, documentation: str, rows: list[tuple[list[str], Histogram]]) -> HistogramMetricFamily:
@@ -58,8 +64,8 @@ _TRITON_COUNTERS: tuple[tuple[str, str, Callable[[ModelVersionStatistics], float
     ("nv_inference_exec_count", "Model executions (batches).", lambda s: s.execution_count),
     (
         "nv_inference_request_duration_us",
-        "Cumulative end-to-end request time (us).",
-        lambda s: (s.success.ns + s.fail.ns) / 1000,
+        "Cumulative end-to-end time of successful requests (us), as Triton counts it.",
+        lambda s: s.success.ns / 1000,
     ),
     ("nv_inference_queue_duration_us", "Cumulative time requests waited in queues (us).", lambda s: s.queue.ns / 1000),
     (
@@ -118,14 +124,29 @@ class _ModelCollector(Collector):
         memory = GaugeMetricFamily(
             "modelserve_model_memory_bytes", "Resident memory the version took at load.", labels=labels
         )
+        warmup = GaugeMetricFamily(
+            "modelserve_model_warmup_duration_seconds", "Time the version's warm-up took.", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "modelserve_inflight_requests", "Requests admitted to the version and not finished.", labels=labels
+        )
+        failures = CounterMetricFamily(
+            "modelserve_request_failures",
+            "Failed requests by cause: shed (refused by a full queue, a limit or a drain), timeout (queue "
+            "deadline passed), cancelled (client went away), model (the model failed), other.",
+            labels=[*labels, "cause"],
+        )
         for v in versions:
             key = [v.statistics.name, v.statistics.version]
             pending.add_metric(key, v.queue_depth)
             load.add_metric(key, v.load_seconds)
             memory.add_metric(key, v.statistics.memory_bytes)
-        yield pending
-        yield load
-        yield memory
+            warmup.add_metric(key, v.warmup_seconds)
+            in_flight.add_metric(key, v.in_flight)
+            by_cause = v.statistics.failures_by_cause
+            for cause in FAILURE_CAUSES:
+                failures.add_metric([*key, cause], by_cause.get(cause, 0))
+        yield from (pending, load, memory, warmup, in_flight, failures)
 
         def rows(pick: Callable[[ModelVersionStatistics], Histogram]) -> list[tuple[list[str], Histogram]]:
             return [([v.statistics.name, v.statistics.version], pick(v.statistics)) for v in versions]
@@ -147,17 +168,142 @@ class _ModelCollector(Collector):
 
 
 class _HostCollector(Collector):
+    """Host CPU and memory. Utilisation is measured between scrapes at least ``_CPU_MIN_INTERVAL_S`` apart
+    (a faster scraper, the dashboard beside Prometheus say, reads the last figure instead of shrinking the
+    window) and from start-up for the first scrape, which would otherwise read 0."""
+
+    _CPU_MIN_INTERVAL_S = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_times = psutil.cpu_times()
+        self._last_at = time.monotonic()
+        self._utilization = 0.0
+
+    def _cpu_utilization(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_at >= self._CPU_MIN_INTERVAL_S or self._utilization == 0.0:
+                times = psutil.cpu_times()
+                busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+                last_busy = sum(self._last_times) - self._last_times.idle - getattr(self._last_times, "iowait", 0.0)
+                total = sum(times) - sum(self._last_times)
+                if total > 0:
+                    self._utilization = min(1.0, max(0.0, (busy - last_busy) / total))
+                    self._last_times, self._last_at = times, now
+            return self._utilization
+
     def collect(self) -> Iterator[Metric]:
         memory = psutil.virtual_memory()
-        yield GaugeMetricFamily("nv_cpu_utilization", "CPU utilization (0-1).", value=psutil.cpu_percent() / 100)
+        yield GaugeMetricFamily("nv_cpu_utilization", "CPU utilization (0-1).", value=self._cpu_utilization())
         yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "Host memory.", value=memory.total)
         yield GaugeMetricFamily(
             "nv_cpu_memory_used_bytes", "Host memory in use.", value=memory.total - memory.available
         )
 
 
+class _StateCollector(Collector):
+    """``modelserve_model_state{model,version,state}``: 1 for the state each version is in, 0 for the others,
+    so ``modelserve_model_state{state="FAILED"} == 1`` is an alert rule."""
+
+    def __init__(self, source: Callable[[], list[tuple[str, str, str]]], states: Sequence[str]) -> None:
+        self._source = source
+        self._states = tuple(states)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "modelserve_model_state",
+            "Lifecycle state of each model version (1 = current).",
+            labels=["model", "version", "state"],
+        )
+        for model, version, current in self._source():
+            for state in self._states:
+                family.add_metric([model, version, state], 1.0 if state == current else 0.0)
+        yield family
+
+
+class _DriftCollector(Collector):
+    """Drift of the last completed window per version and feature, and window/event/skip counts."""
+
+    def __init__(self, drift: DriftMonitor) -> None:
+        self._drift = drift
+
+    def collect(self) -> Iterator[Metric]:
+        feature_labels = ["model", "version", "feature"]
+        psi = GaugeMetricFamily(
+            "modelserve_drift_psi", "PSI of the last window vs the reference.", labels=feature_labels
+        )
+        ks = GaugeMetricFamily(
+            "modelserve_drift_ks_statistic",
+            "KS statistic of the last window (continuous features).",
+            labels=feature_labels,
+        )
+        ks_p = GaugeMetricFamily(
+            "modelserve_drift_ks_pvalue", "KS p-value of the last window (continuous features).", labels=feature_labels
+        )
+        overall = GaugeMetricFamily(
+            "modelserve_drift_psi_overall", "Mean PSI over features, last window.", labels=["model", "version"]
+        )
+        prediction = GaugeMetricFamily(
+            "modelserve_drift_prediction_psi",
+            "PSI of the predicted-class distribution, last window.",
+            labels=["model", "version"],
+        )
+        for result in self._drift.latest():
+            key = [result.model, result.version]
+            overall.add_metric(key, result.mean_psi)
+            if result.prediction_psi is not None:
+                prediction.add_metric(key, result.prediction_psi)
+            for feature in result.features:
+                psi.add_metric([*key, feature.feature], feature.psi)
+                if feature.ks_statistic is not None and feature.ks_pvalue is not None:
+                    ks.add_metric([*key, feature.feature], feature.ks_statistic)
+                    ks_p.add_metric([*key, feature.feature], feature.ks_pvalue)
+        yield from (psi, ks, ks_p, overall, prediction)
+        windows = CounterMetricFamily(
+            "modelserve_drift_windows", "Completed drift windows.", labels=["model", "version"]
+        )
+        events = CounterMetricFamily(
+            "modelserve_drift_events", "Windows whose PSI exceeded the threshold.", labels=["model", "version"]
+        )
+        mismatched = CounterMetricFamily(
+            "modelserve_drift_mismatched_requests",
+            "Requests whose input did not fit the version's profile (not counted in windows).",
+            labels=["model", "version"],
+        )
+        for (model, version), counts in sorted(self._drift.counts().items()):
+            windows.add_metric([model, version], counts.windows)
+            events.add_metric([model, version], counts.events)
+            mismatched.add_metric([model, version], counts.mismatched)
+        yield from (windows, events, mismatched)
+        yield CounterMetricFamily(
+            "modelserve_drift_skipped_requests",
+            "Requests not compared because the drift queue was full.",
+            value=self._drift.skipped,
+        )
+
+
+class _PredictionLogCollector(Collector):
+    def __init__(self, prediction_log: PredictionLog) -> None:
+        self._log = prediction_log
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "modelserve_prediction_log_records",
+            "Sampled requests by outcome: written, dropped (queue full), failed (destination refused).",
+            labels=["model", "outcome"],
+        )
+        for model, counts in sorted(self._log.counts().items()):
+            family.add_metric([model, "written"], counts.written)
+            family.add_metric([model, "dropped"], counts.dropped)
+            family.add_metric([model, "failed"], counts.failed)
+        yield family
+
+
 class ServerMetrics:
     def __init__(self) -> None:
+        # No "<name>_created" series beside every counter: nobody reads them and they double the output.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.load_failures = Counter(
             "modelserve_model_load_failures",
@@ -177,6 +323,20 @@ class ServerMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.alerts_firing = Gauge(
+            "modelserve_alerts_firing",
+            "1 while the alert rule fires for the model, 0 once it pending or resolved (see GET /v2/alerts).",
+            ["alert", "model", "severity"],
+            registry=self.registry,
+        )
+        self.alert_notifications = Counter(
+            "modelserve_alert_notifications",
+            "Alert webhook notifications by outcome: sent, or failed (gave up after retries, or dropped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("sent", "failed"):
+            self.alert_notifications.labels(outcome=outcome)  # both series read 0 before the first alert
         self.registry.register(_HostCollector())
         self._source: Callable[[], list[VersionMetrics]] | None = None
 
@@ -184,6 +344,15 @@ class ServerMetrics:
         """Export per-version metrics read from ``source`` at every scrape (called once, at start-up)."""
         self._source = source
         self.registry.register(_ModelCollector(source))
+
+    def watch_states(self, source: Callable[[], list[tuple[str, str, str]]], states: Sequence[str]) -> None:
+        """Export each version's lifecycle state, read from ``source`` (model, version, state) at every scrape."""
+        self.registry.register(_StateCollector(source, states))
+
+    def watch_observers(self, drift: DriftMonitor, prediction_log: PredictionLog) -> None:
+        """Export drift results and prediction-log counts at every scrape (called once, at start-up)."""
+        self.registry.register(_DriftCollector(drift))
+        self.registry.register(_PredictionLogCollector(prediction_log))
 
     def render(self) -> bytes:
         versions = self._source() if self._source is not None else []

@@ -18,10 +18,8 @@ scalars only, at most ``_MAX_PARAMETERS`` of them with strings cut to ``_MAX_PAR
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import queue
 import random
 import threading
 import time
@@ -34,13 +32,14 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from modelserve.observability.handoff import Handoff
 from modelserve.observability.observation import Observation
 
 __all__ = ["LogCounts", "PredictionLog", "record_of"]
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+_POLL_S = 0.1
 _MAX_PARAMETERS = 32
 _MAX_PARAMETER_CHARS = 256
 _FAILURE_LOG_INTERVAL_S = 60.0
@@ -215,12 +214,12 @@ class PredictionLog:
         self._max_file_bytes = max_file_bytes
         self._max_files = max_files
         self._max_inline_bytes = max_inline_bytes
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._handoff: Handoff[Observation] = Handoff(queue_size, _POLL_S)
         self._files: dict[str, _JsonLinesFiles | _ParquetFiles] = {}
         self._counts: dict[str, LogCounts] = {}
         self._counts_lock = threading.Lock()
         self._last_failure_log = -_FAILURE_LOG_INTERVAL_S
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     @property
     def enabled(self) -> bool:
@@ -235,9 +234,7 @@ class PredictionLog:
         return rate > 0 and (rate >= 1.0 or random.random() < rate)  # noqa: S311 - sampling, not security
 
     def submit(self, observation: Observation) -> None:
-        try:
-            self._queue.put_nowait(observation)
-        except queue.Full:
+        if not self._handoff.offer(observation):
             self._count(observation.model, "dropped")
 
     # -- readers ----------------------------------------------------------------------------------
@@ -254,42 +251,33 @@ class PredictionLog:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._enabled and self._thread is None:
+        if self._enabled and not self._started:
             if self._parquet:
                 import pyarrow  # noqa: F401 - fail at start, with the fix, rather than on the first record
-            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-            self._thread.start()
+            self._started = True
+            self._handoff.start("prediction-log", self._handle, self._flush_due)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Writes what is queued (within ``timeout_s``) and closes the files. A writer stuck on a hung
         destination is left behind (it is a daemon thread) rather than holding up shutdown."""
-        if self._thread is None:
+        if not self._started:
             return
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout_s)
-        self._thread.join(timeout_s)
-        self._thread = None
+        self._started = False
+        if not self._handoff.stop(timeout_s):
+            log.warning("prediction log: the writer is stuck on its destination; records still queued are lost")
+            return
+        for files in self._files.values():
+            try:
+                files.close()
+            except OSError as exc:
+                self._failed("closing", exc)
 
     # -- the writer thread ------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=1.0)
-                except queue.Empty:
-                    self._flush_due()
-                    continue
-                if item is _STOP:
-                    return
-                if isinstance(item, Observation):
-                    self._write(item)
-        finally:
-            for files in self._files.values():
-                try:
-                    files.close()
-                except OSError as exc:
-                    self._failed("closing", exc)
+    def _handle(self, batch: list[Observation]) -> None:
+        for observation in batch:
+            self._write(observation)
+        self._flush_due()
 
     def _write(self, observation: Observation) -> None:
         model = observation.model

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from modelserve.core.clock import wall_time_ms
 from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
 
-__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS_S", "Duration", "Histogram", "ModelVersionStatistics"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "FAILURE_CAUSES",
+    "LATENCY_BUCKETS_S",
+    "Duration",
+    "Histogram",
+    "ModelVersionStatistics",
+    "failure_cause",
+    "failure_reason",
+]
 
 # Sub-millisecond to seconds: a 12 µs model and a 2 s one both land in informative buckets.
 LATENCY_BUCKETS_S = (
@@ -58,6 +67,20 @@ def failure_reason(failure: BaseException | None) -> str:
         if isinstance(failure, RuntimeFailure):
             return "BACKEND"
     return "OTHER"
+
+
+FAILURE_CAUSES = ("shed", "timeout", "cancelled", "model", "other")
+
+
+def failure_cause(failure: BaseException | None) -> str:
+    """A finer split than Triton's reasons, for operators: ``shed`` (refused by a full queue, a limit or a
+    drain: REJECTED without a deadline), ``timeout`` (its queue deadline passed), ``cancelled`` (the client
+    went away), ``model`` (the model failed), ``other``."""
+    reason = failure_reason(failure)
+    if reason == "REJECTED":
+        assert isinstance(failure, ModelServeError)
+        return "timeout" if failure.code is ErrorCode.DEADLINE_EXCEEDED else "shed"
+    return {"CANCELED": "cancelled", "BACKEND": "model", "": ""}.get(reason, "other")
 
 
 @dataclass(slots=True)
@@ -122,6 +145,7 @@ class ModelVersionStatistics:
     # Resident memory the version took when it loaded (bytes; 0 = not measured).
     memory_bytes: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    failures_by_cause: dict[str, int] = field(default_factory=dict)
     request_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     queue_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -163,9 +187,12 @@ class ModelVersionStatistics:
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
 
-    def record_request(self, *, succeeded: bool, total_ns: int, failure_reason: str = "OTHER") -> None:
+    def record_request(
+        self, *, succeeded: bool, total_ns: int, failure_reason: str = "OTHER", failure_cause: str = "other"
+    ) -> None:
         """One request finished (end to end inside the server). ``failure_reason`` uses Triton's labels:
-        REJECTED (timed out in the queue, or refused by it), CANCELED, BACKEND (the model raised), OTHER."""
+        REJECTED (timed out in the queue, or refused by it), CANCELED, BACKEND (the model raised), OTHER;
+        ``failure_cause`` the finer split of :func:`failure_cause`."""
         now_ms = wall_time_ms()
         with self._lock:
             self.last_inference_ms = now_ms
@@ -173,3 +200,4 @@ class ModelVersionStatistics:
             self.request_seconds.observe(total_ns / 1e9)
             if not succeeded:
                 self.failures_by_reason[failure_reason] = self.failures_by_reason.get(failure_reason, 0) + 1
+                self.failures_by_cause[failure_cause] = self.failures_by_cause.get(failure_cause, 0) + 1

@@ -7,17 +7,20 @@ encode what it returns. Nothing here knows HTTP or gRPC.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modelserve.core.cancellation import CancelToken
+from modelserve.core.clock import wall_time_ms
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
 from modelserve.core.inference import InferRequest, InferResponse, ParameterValue
 from modelserve.core.names import check_model_name
+from modelserve.observability.observation import Observation, Observer
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.protocol.classification import classify
 from modelserve.protocol.validation import output_names_for, validate_inputs
@@ -69,6 +72,7 @@ class InferenceAPI:
         max_requested_outputs: int,
         model_control_mode: str,
         drain_timeout_s: float,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.server_name = server_name
         self.server_version = server_version
@@ -78,6 +82,7 @@ class InferenceAPI:
         self._max_requested_outputs = max_requested_outputs
         self._model_control_mode = model_control_mode
         self._drain_timeout_s = drain_timeout_s
+        self._observers = tuple(observers)
 
     # -- health and metadata ----------------------------------------------------------------------
 
@@ -133,22 +138,51 @@ class InferenceAPI:
     async def infer(self, request: InferRequest) -> InferResponse:
         """Run one request from the event loop. Raises a :class:`ModelServeError` subclass for anything the
         client can fix or retry; the message is safe to send."""
+        started_ns = time.monotonic_ns()
         with self._gate.admit():
             loaded = await self._router.resolve(request.model_name, request.model_version)
             output_names = self._check(request, loaded)
             outputs = await loaded.scheduler.execute(request, output_names)
-        return self._respond(request, loaded, output_names, outputs)
+        response = self._respond(request, loaded, output_names, outputs)
+        if self._observers:
+            self._observe(request, response, started_ns)
+        return response
 
     def infer_blocking(
         self, request: InferRequest, loop: asyncio.AbstractEventLoop, cancel: CancelToken | None = None
     ) -> InferResponse:
         """The same from a thread that is not ``loop``'s (gRPC calls). Without batching the model runs on
         this thread; an on-demand load runs on ``loop``. ``cancel`` fires when the client goes away."""
+        started_ns = time.monotonic_ns()
         with self._gate.admit():
             loaded = self._router.resolve_blocking(request.model_name, request.model_version, loop)
             output_names = self._check(request, loaded)
             outputs = loaded.scheduler.execute_blocking(request, output_names, cancel)
-        return self._respond(request, loaded, output_names, outputs)
+        response = self._respond(request, loaded, output_names, outputs)
+        if self._observers:
+            self._observe(request, response, started_ns)
+        return response
+
+    def _observe(self, request: InferRequest, response: InferResponse, started_ns: int) -> None:
+        """Hands the request to the observers that sample it (prediction log, drift); never raises into
+        the request: a served answer is not turned into an error by its bookkeeping."""
+        model, version = response.model_name, response.model_version
+        wanting = [observer for observer in self._observers if observer.wants(model, version)]
+        if not wanting:
+            return
+        observation = Observation(
+            model=model,
+            version=version,
+            requested_version=request.model_version,
+            request_id=request.id,
+            inputs=request.inputs,
+            outputs=response.outputs,
+            parameters=request.parameters,
+            latency_ns=time.monotonic_ns() - started_ns,
+            time_ms=wall_time_ms(),
+        )
+        for observer in wanting:
+            observer.submit(observation)
 
     def _check(self, request: InferRequest, loaded: LoadedVersion) -> list[str]:
         validate_inputs(request, loaded.signature)

@@ -37,7 +37,7 @@ from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
-from modelserve.observability.statistics import ModelVersionStatistics, failure_reason
+from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.batch_policy import BatchPolicy, QueuedView, decide
@@ -157,7 +157,10 @@ class DynamicBatchScheduler:
 
     def _finish_request(self, start_ns: int, failure: BaseException | None) -> None:
         self._stats.record_request(
-            succeeded=failure is None, total_ns=self._clock.now_ns() - start_ns, failure_reason=failure_reason(failure)
+            succeeded=failure is None,
+            total_ns=self._clock.now_ns() - start_ns,
+            failure_reason=failure_reason(failure),
+            failure_cause=failure_cause(failure),
         )
         self._admission.leave()
 

@@ -24,7 +24,7 @@ from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, QueueError
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
-from modelserve.observability.statistics import ModelVersionStatistics, failure_reason
+from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.instance_pool import InstancePool
@@ -115,7 +115,10 @@ class DirectScheduler:
 
     def _leave(self, failure: BaseException | None, *, start_ns: int) -> None:
         self._stats.record_request(
-            succeeded=failure is None, total_ns=self._clock.now_ns() - start_ns, failure_reason=failure_reason(failure)
+            succeeded=failure is None,
+            total_ns=self._clock.now_ns() - start_ns,
+            failure_reason=failure_reason(failure),
+            failure_cause=failure_cause(failure),
         )
         self._admission.leave()
 

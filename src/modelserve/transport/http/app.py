@@ -12,6 +12,9 @@ POST     /v2/models/{m}[/versions/{v}]/infer             inference, JSON or bina
 GET      /v2/models[/{m}[/versions/{v}]]/stats           statistics extension
 POST     /v2/repository/index                            repository index
 POST     /v2/repository/models/{m}/load|unload           model control (explicit mode only)
+GET      /dashboard, /dashboard/{file}                   the live dashboard page and its static files
+GET      /v2/alerts                                      firing, pending and resolved alerts
+GET      /v2/dashboard/summary[?window=seconds]          the dashboard's data (``protocol/dashboard.py``)
 =======  =============================================  ==========================================
 
 Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
@@ -24,6 +27,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -33,6 +37,8 @@ from modelserve.core.inference import InferRequest, InferResponse
 from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from modelserve.protocol import documents
 from modelserve.protocol.api import InferenceAPI
+from modelserve.protocol.dashboard import dashboard_summary, parse_window_s
+from modelserve.protocol.operations import Operations
 from modelserve.protocol.rest_codec import (
     RestLimits,
     decode_infer_request,
@@ -40,6 +46,7 @@ from modelserve.protocol.rest_codec import (
     parse_json_body,
 )
 from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
+from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
 
 __all__ = ["HttpApp"]
@@ -53,6 +60,10 @@ _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 _UNSUPPORTED_PREFIXES = ("systemsharedmemory", "cudasharedmemory", "trace", "logging")
 _COMPRESS_MIN_BYTES = 256
+_DASHBOARD_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class _HttpError(Exception):
@@ -122,9 +133,18 @@ def _compress(body: bytes, encoding: str) -> bytes:
 class HttpApp:
     """ASGI callable. Holds the API and the request limits; no state of its own."""
 
-    def __init__(self, api: InferenceAPI, limits: LimitSettings, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        api: InferenceAPI,
+        limits: LimitSettings,
+        metrics: ServerMetrics | None = None,
+        operations: Operations | None = None,
+        dashboard: DashboardAssets | None = None,
+    ) -> None:
         self._api = api
         self._metrics = metrics
+        self._operations = operations
+        self._dashboard = dashboard
         self._limits = limits
         self._rest_limits = RestLimits(
             max_tensor_bytes=limits.max_tensor_bytes,
@@ -184,6 +204,9 @@ class HttpApp:
             self._allow(method, "GET")
             await _send(send, 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode())
             return
+        if path == "/dashboard" or path.startswith("/dashboard/"):
+            await self._dashboard_file(path, method, scope, send)
+            return
         if not path.startswith("/v2"):
             raise _HttpError(404, "Not Found")
         parts = [p for p in path[3:].strip("/").split("/") if p] if path != "/v2" else []
@@ -202,10 +225,53 @@ class HttpApp:
             await self._models(parts[1:], method, scope, receive, send)
         elif head == "repository":
             await self._repository(parts[1:], method, scope, receive, send)
+        elif parts == ["dashboard", "summary"]:
+            operations = self._dashboard_operations()
+            self._allow(method, "GET")
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            window_s = parse_window_s(query["window"][-1] if "window" in query else None)
+            await _send(
+                send,
+                200,
+                orjson.dumps(dashboard_summary(self._api, operations, window_s)),
+                extra=[(b"cache-control", b"no-store")],
+            )
+        elif parts == ["alerts"]:
+            if self._operations is None:
+                raise _HttpError(404, "Not Found")
+            self._allow(method, "GET")
+            await _send_json(send, self._operations.alerts.document())
         elif head in _UNSUPPORTED_PREFIXES:
             raise _HttpError(501, f"the '{head}' extension is not supported by this server")
         else:
             raise _HttpError(404, "Not Found")
+
+    def _dashboard_operations(self) -> Operations:
+        if self._operations is None or not self._operations.dashboard_enabled:
+            raise _HttpError(404, "the dashboard is disabled on this server; set dashboard.enabled: true to serve it")
+        return self._operations
+
+    async def _dashboard_file(self, path: str, method: str, scope: dict[str, Any], send: Send) -> None:
+        self._dashboard_operations()
+        self._allow(method, "GET")
+        # A lookup in the allow-list, never a path join: '/dashboard/../x' is just an unknown name.
+        name = path[len("/dashboard/") :] or PAGE
+        asset = self._dashboard.get(name) if self._dashboard is not None else None
+        if asset is None:
+            raise _HttpError(404, f"no dashboard file '{name[:64]}'; the page is at /dashboard")
+        headers = [
+            (b"etag", asset.etag.encode()),
+            (b"cache-control", asset.cache_control.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if name == PAGE:
+            # Everything the page loads comes from this server: no CDN, no inline script.
+            headers.append((b"content-security-policy", _DASHBOARD_CSP))
+        if _header(scope, b"if-none-match") == asset.etag.encode():
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _send(send, 200, asset.body, asset.content_type.encode(), headers)
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
