@@ -73,6 +73,7 @@ bench-batching: examples
 bench-observability: examples
 	bash bench/setup.sh
 	$(BIN)/python bench/run_observability.py
+	$(BIN)/python bench/observability_costs.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

@@ -78,18 +78,46 @@ class Scraper:
         self._thread.join(5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_served(base_url: str) -> int:
+    """Successful iris requests so far, from the statistics extension (0 where a server has none)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/v2/models/iris/stats", timeout=5) as response:
+            stats = json.load(response)["model_stats"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+
+
 def measure(spec: ServerSpec, label: str, args: argparse.Namespace, out_dir: Path, scrape: bool) -> list[Measurement]:
+    """Throughput and latency from perf_analyzer; also the server's CPU time per request over the whole run
+    (less sensitive than throughput to other tenants of the machine: their time is not charged to us)."""
     out = []
-    with running(spec, "iris", args.server_cpus, out_dir / f"{label}-server.log"):
+    base = f"http://127.0.0.1:{spec.http_port}"
+    with running(spec, "iris", args.server_cpus, out_dir / f"{label}-server.log") as proc:
         for protocol in args.protocols:
             for concurrency in args.concurrency:
                 spec_named = ServerSpec(label, spec.command, spec.env, spec.http_port, spec.grpc_port, spec.pa_flags)
+                cpu_before, served_before = cpu_seconds(proc.pid), requests_served(base)
                 if scrape:
-                    with Scraper(f"http://127.0.0.1:{spec.http_port}"):
+                    with Scraper(base):
                         m = run_pa(spec_named, "iris", protocol, concurrency, args, out_dir)
                 else:
                     m = run_pa(spec_named, "iris", protocol, concurrency, args, out_dir)
-                shown = f"{m.throughput:9.1f} infer/s p99 {m.p99_us / 1000:6.2f} ms" if m.ok and m.p99_us else m.error
+                served = requests_served(base) - served_before
+                if served > 0:
+                    m.extra["cpu_us_per_request"] = f"{(cpu_seconds(proc.pid) - cpu_before) / served * 1e6:.1f}"
+                shown = (
+                    f"{m.throughput:9.1f} infer/s p99 {m.p99_us / 1000:6.2f} ms "
+                    f"CPU {m.extra.get('cpu_us_per_request', '-')} us/request"
+                    if m.ok and m.p99_us
+                    else m.error
+                )
                 print(f"  {label:16} {protocol:4} c={concurrency:<3} {shown}", flush=True)
                 out.append(m)
     return out
@@ -99,9 +127,24 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def cpu(prefix: str, protocol: str, concurrency: int, results: list[Measurement] | None = None) -> float | None:
+    return median(
+        [
+            float(m.extra["cpu_us_per_request"])
+            for m in (results or [])
+            if m.ok
+            and "cpu_us_per_request" in m.extra
+            and m.server.startswith(prefix)
+            and m.protocol == protocol
+            and m.concurrency == concurrency
+        ]
+    )
+
+
 def report(results: list[Measurement], args: argparse.Namespace, header: list[str]) -> str:
     lines = [*header, "", "| protocol | conc | all off infer/s | all on infer/s | on/off | off p99 ms | on p99 ms "
-             "| MLServer infer/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| off CPU us/req | on CPU us/req | CPU on/off | MLServer infer/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for protocol in args.protocols:
         for concurrency in args.concurrency:
 
@@ -118,6 +161,7 @@ def report(results: list[Measurement], args: argparse.Namespace, header: list[st
                 )
 
             off, on, peer = pick("off", "throughput"), pick("on", "throughput"), pick("mlserver", "throughput")
+            off_cpu, on_cpu = cpu("off", protocol, concurrency, results), cpu("on", protocol, concurrency, results)
             off_p99, on_p99 = pick("off", "p99_us"), pick("on", "p99_us")
             cells = [
                 "REST" if protocol == "http" else "gRPC",
@@ -127,10 +171,18 @@ def report(results: list[Measurement], args: argparse.Namespace, header: list[st
                 f"{on / off:.3f}" if on and off else "-",
                 f"{off_p99 / 1000:.2f}" if off_p99 else "-",
                 f"{on_p99 / 1000:.2f}" if on_p99 else "-",
+                f"{off_cpu:.0f}" if off_cpu else "-",
+                f"{on_cpu:.0f}" if on_cpu else "-",
+                f"{on_cpu / off_cpu:.3f}" if on_cpu and off_cpu else "-",
                 f"{peer:.0f}" if peer else "-",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "on/off < 1 is the cost of observability (target: > 0.95 at c=32). Medians over rounds."]
+    lines += [
+        "",
+        "Throughput on/off < 1 (or CPU on/off > 1) is the cost of observability (target: throughput > 0.95 at c=32).",
+        "Medians over rounds. CPU us/request: the server's user+system CPU over a whole perf_analyzer run divided",
+        "by the requests it served in it.",
+    ]
     failed = [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in results if not m.ok]
     if failed:
         lines += ["", "Failed measurements:", *failed]

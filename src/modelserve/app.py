@@ -19,17 +19,12 @@ import grpc
 import uvicorn
 
 from modelserve import __version__
-from modelserve.config import AlertSettings, ControlMode, PredictionLogFormat, Settings
-from modelserve.core.clock import MonotonicClock, wall_time_ms
-from modelserve.observability.alerts import AlertManager
-from modelserve.observability.drift import DriftMonitor
-from modelserve.observability.metrics import ServerMetrics, VersionMetrics
+from modelserve.config import ControlMode, Settings
+from modelserve.core.clock import MonotonicClock
+from modelserve.observability.metrics import ServerMetrics
 from modelserve.observability.monitor import Monitor
-from modelserve.observability.prediction_log import PredictionLog
-from modelserve.observability.webhook import WebhookNotifier
+from modelserve.operations_wiring import build_operations
 from modelserve.protocol.api import InferenceAPI
-from modelserve.protocol.operations import Operations
-from modelserve.repository.loaded import VersionState
 from modelserve.repository.manager import ModelManager
 from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.release import limit_malloc_arenas
@@ -53,19 +48,6 @@ class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _webhook(settings: AlertSettings, metrics: ServerMetrics) -> WebhookNotifier | None:
-    if settings.webhook_url is None:
-        return None
-    return WebhookNotifier(
-        settings.webhook_url,
-        timeout_s=settings.webhook_timeout_s,
-        max_attempts=settings.webhook_max_attempts,
-        backoff_s=settings.webhook_backoff_s,
-        queue_size=settings.webhook_queue_size,
-        notifications=metrics.alert_notifications,
-    )
 
 
 class Server:
@@ -148,65 +130,9 @@ class Server:
             pinned=frozenset(settings.repository.pinned_models),
             metrics=metrics,
         )
-        metrics.watch_models(
-            lambda: [
-                VersionMetrics(
-                    v.statistics, v.scheduler.queue_depth, v.load_ns / 1e9, v.warmup_ns / 1e9, v.scheduler.in_flight
-                )
-                for v in manager.loaded_versions()
-            ]
-        )
-        metrics.watch_states(
-            lambda: [(e.name, e.version, e.state.value) for e in manager.index()],
-            [state.value for state in VersionState],
-        )
-        monitor = Monitor(
-            lambda: [(v.statistics, v.scheduler.queue_depth) for v in manager.loaded_versions()],
-            clock,
-            horizon_s=settings.monitor.horizon_s,
-        )
-        drift = DriftMonitor(
-            root,
-            enabled=settings.drift.enabled,
-            window_rows=settings.drift.window_rows,
-            psi_threshold=settings.drift.psi_threshold,
-            sample_rate=settings.drift.sample_rate,
-            queue_size=settings.drift.queue_size,
-        )
-        log_settings = settings.prediction_log
-        prediction_log = PredictionLog(
-            log_settings.directory,
-            enabled=log_settings.enabled,
-            sample_rate=log_settings.sample_rate,
-            model_sample_rates=log_settings.model_sample_rates,
-            parquet=log_settings.format is PredictionLogFormat.PARQUET,
-            max_file_bytes=log_settings.max_file_bytes,
-            max_files=log_settings.max_files,
-            max_inline_bytes=log_settings.max_inline_bytes,
-            queue_size=log_settings.queue_size,
-        )
-        metrics.watch_observers(drift, prediction_log)
-        try:
-            prediction_log.start()
-        except ImportError:
-            log.error(
-                "prediction_log.format is parquet, which needs pyarrow: pip install 'modelserve[parquet]' "
-                "or set prediction_log.format: jsonl"
-            )
+        parts = build_operations(settings, manager, metrics, clock)
+        if not parts.start():
             return 2
-        drift.start()
-        alerts = AlertManager(
-            settings.alerts,
-            monitor,
-            drift,
-            clock,
-            wall_time_ms,
-            metrics.alerts_firing,
-            _webhook(settings.alerts, metrics),
-        )
-        operations = Operations(
-            monitor, drift, alerts, settings.dashboard.enabled, drift_psi_threshold=settings.drift.psi_threshold
-        )
         gate = AdmissionGate(settings.server.max_inflight_requests)
         api = InferenceAPI(
             server_name="modelserve",
@@ -217,7 +143,7 @@ class Server:
             max_requested_outputs=settings.limits.max_requested_outputs,
             model_control_mode=settings.repository.control_mode.value,
             drain_timeout_s=settings.server.drain_timeout_s,
-            observers=[o for o in (prediction_log, drift) if o.enabled],
+            observers=parts.observers,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -247,7 +173,7 @@ class Server:
                 api,
                 settings.limits,
                 metrics if settings.metrics.enabled else None,
-                operations,
+                parts.operations,
                 DashboardAssets.load() if settings.dashboard.enabled else None,
             )
             http_server = self._listener(http_app, settings.http.port)
@@ -262,8 +188,8 @@ class Server:
                 http_task = group.create_task(http_server.serve()) if http_server is not None else None
                 metrics_task = group.create_task(metrics_server.serve()) if metrics_server is not None else None
                 load_task = group.create_task(self._load_and_poll(manager))
-                monitor_task = group.create_task(self._sample(monitor, settings.monitor.sample_interval_s))
-                alerts_task = group.create_task(alerts.run())
+                monitor_task = group.create_task(self._sample(parts.monitor, settings.monitor.sample_interval_s))
+                alerts_task = group.create_task(parts.alerts.run())
                 log.info(
                     "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
                     __version__,
@@ -298,8 +224,7 @@ class Server:
                     await asyncio.to_thread(stopped.wait, 5.0)
                 await manager.close(drain_timeout_s=1.0)
         finally:
-            await asyncio.to_thread(prediction_log.stop)
-            await asyncio.to_thread(drift.stop)
+            await asyncio.to_thread(parts.stop)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         log.info("stopped")

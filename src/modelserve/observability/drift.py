@@ -76,11 +76,11 @@ class VersionDrift:
         self._row_count += len(rows)
         completed = []
         while self._row_count >= self.window_rows:
-            gathered = np.concatenate(self._rows)
+            gathered = np.concatenate(self._rows).astype(np.float64, copy=False)
             current, rest = gathered[: self.window_rows], gathered[self.window_rows :]
             self._rows = [rest] if len(rest) else []
             self._row_count = len(rest)
-            predicted = np.concatenate(self._classes) if self._classes else None
+            predicted = np.concatenate(self._classes).astype(np.int64, copy=False) if self._classes else None
             self._classes = []
             completed.append(self._compare(current, predicted))
         return completed
@@ -92,7 +92,7 @@ class VersionDrift:
         width = len(self.profile.features)
         if tensor.size == 0 or tensor.size % width:
             return None
-        return tensor.reshape(-1, width).astype(np.float64, copy=False)
+        return tensor.reshape(-1, width)  # converted to float64 once per window, not per request
 
     def _classes_of(self, observation: Observation) -> np.ndarray | None:
         prediction = self.profile.prediction
@@ -102,7 +102,7 @@ class VersionDrift:
         if output is None or output.size == 0:
             return None
         if output.dtype.kind in "iu":
-            return output.reshape(-1).astype(np.int64)
+            return output.reshape(-1)
         if output.dtype.kind == "f" and output.ndim >= 1:
             return np.asarray(np.argmax(output.reshape(-1, output.shape[-1]), axis=-1), dtype=np.int64)
         return None
