@@ -41,7 +41,7 @@ $(MODELS) &: examples/build_models.py $(STAMP)
 examples: $(MODELS)
 
 serve: examples
-	$(BIN)/modelserve serve --model-repository examples/models
+	$(BIN)/modelserve serve --config examples/modelserve.yaml
 
 lint: venv
 	$(BIN)/ruff check src tests bench examples
