@@ -153,7 +153,7 @@ class _ModelCollector(Collector):
 
         yield _histogram(
             "modelserve_request_duration_seconds",
-            "End-to-end request time inside the server.",
+            "End-to-end time of successful requests inside the server.",
             rows(lambda s: s.request_seconds),
         )
         yield _histogram(

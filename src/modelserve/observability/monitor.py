@@ -3,8 +3,9 @@ queue depth over the last N seconds, per model version. The dashboard and the al
 
 The statistics are cumulative (Triton's semantics); a periodic task copies the few numbers needed into a
 ring of samples, and a window is the difference between the newest sample and the one N seconds older.
-Quantiles come from the latency histogram's bucket deltas with Prometheus' ``histogram_quantile`` rule
-(linear inside the bucket), so the dashboard and a Prometheus query over the same window agree.
+Quantiles (of successful requests) come from the latency histogram's bucket deltas with Prometheus'
+``histogram_quantile`` rule (linear inside the bucket), so the dashboard and a Prometheus query over the
+same window agree.
 
 Nothing here runs on the request path: sampling reads counters the schedulers keep anyway.
 """
