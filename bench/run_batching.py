@@ -37,6 +37,9 @@ Outputs: ``.bench/results/<timestamp>/`` (CSVs, logs, batching.md, batching.json
 markdown copied to ``.bench/results/latest-batching.md`` and the plot to ``docs/bench/batching.png``.
 The plot needs matplotlib in ``.bench/plot-venv`` (made by ``bench/setup.sh``; never a project dependency).
 
+The variants and their repositories are in ``batching_variants.py``, the report (medians, markdown, plot)
+in ``batching_report.py``; this file measures.
+
 Usage (from the repository root, after ``bash bench/setup.sh``)::
 
     .venv/bin/python bench/run_batching.py [--protocols grpc|http,grpc] [--concurrency 1,8,32,64]
@@ -46,194 +49,48 @@ Usage (from the repository root, after ``bash bench/setup.sh``)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
-import re
 import resource
-import shutil
-import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import mlserver_repo
-import numpy as np
+from batching_report import BatchInfo, combine, markdown, merge_batches, plot
+from batching_variants import (
+    DIGITS,
+    EXAMPLES,
+    VARIANTS,
+    Variant,
+    build_models_module,
+    build_repo,
+    shipped_max_batch_size,
+    spec_for,
+)
 from common import (
     RESULTS,
     ROOT,
     Measurement,
     ServerSpec,
     cpu_model,
-    fmt,
     git_revision,
     install_signal_handlers,
     int_list,
-    mlserver_spec,
-    modelserve_spec,
     protocol_list,
-    ratio,
     require_perf_analyzer,
     run_pa,
     running,
 )
 
-EXAMPLES = ROOT / "examples" / "models"
-WORK = ROOT / ".bench" / "batching"
-PLOT_PYTHON = ROOT / ".bench" / "plot-venv" / "bin" / "python"
-PLOT_SCRIPT = Path(__file__).resolve().parent / "plot_batching.py"
-DOCS_PLOT = ROOT / "docs" / "bench" / "batching.png"
-DIGITS = "digits_mlp"
 STATS_TIMEOUT_S = 10.0
-PLOT_TIMEOUT_S = 120.0
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True)
-class Variant:
-    key: str
-    label: str
-    server: str  # "modelserve" or "mlserver"
-    model: str
-    batched: bool
-
-
-VARIANTS = {
-    v.key: v
-    for v in (
-        Variant("none", "modelserve digits_mlp, no batching", "modelserve", DIGITS, batched=False),
-        Variant("adaptive", "modelserve digits_mlp, batching: adaptive", "modelserve", DIGITS, batched=True),
-        Variant("triton", "modelserve digits_mlp, batching: triton", "modelserve", DIGITS, batched=True),
-        Variant("triton-pref", "modelserve digits_mlp, batching: triton + preferred", "modelserve", DIGITS, True),
-        Variant("mlserver", "MLServer digits MLP (sklearn), adaptive batching", "mlserver", DIGITS, batched=True),
-        Variant("iris", "modelserve iris, no batching", "modelserve", "iris", batched=False),
-    )
-}
-MODELSERVE_BATCHED = ("adaptive", "triton", "triton-pref")
-
-
-@dataclass
-class BatchInfo:
-    """Executions in one perf_analyzer run, from the server's statistics (before/after difference)."""
-
-    executions: int = 0
-    rows: int = 0
-    max_batch: int = 0
-    histogram: dict[int, int] = field(default_factory=dict)  # batch size -> executions
-
-    @property
-    def average(self) -> float | None:
-        return self.rows / self.executions if self.executions else None
-
-
-# -- repositories ---------------------------------------------------------------------------------------
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def digits_config(key: str, args: argparse.Namespace) -> str:
-    """The shipped config.pbtxt, plus the batching settings of variant key."""
-    shipped = (EXAMPLES / DIGITS / "config.pbtxt").read_text()
-    delay = f"max_queue_delay_microseconds: {args.delay_us}"
-    preferred = ", ".join(str(size) for size in args.preferred)
-    blocks = {
-        "none": None,
-        "adaptive": ("dynamic_batching { }", "adaptive"),
-        "triton": (f"dynamic_batching {{ {delay} }}", "triton"),
-        "triton-pref": (f"dynamic_batching {{ {delay} preferred_batch_size: [ {preferred} ] }}", "triton"),
-    }
-    block = blocks[key]
-    head = f"# Written by bench/run_batching.py (variant '{key}') from examples/models/{DIGITS}/config.pbtxt.\n"
-    if block is None:
-        return head + shipped
-    batching, policy = block
-    param = f'parameters {{ key: "batch_policy" value: {{ string_value: "{policy}" }} }}'
-    return head + shipped.rstrip("\n") + f"\n{batching}\n{param}\n"
-
-
-def shipped_max_batch_size() -> int:
-    match = re.search(r"^max_batch_size:\s*(\d+)", (EXAMPLES / DIGITS / "config.pbtxt").read_text(), re.MULTILINE)
-    if not match:
-        raise SystemExit(f"no max_batch_size in {EXAMPLES / DIGITS / 'config.pbtxt'}")
-    return int(match.group(1))
-
-
-def build_modelserve_repo(variant: Variant, args: argparse.Namespace) -> Path:
-    """A one-model repository for variant under .bench/batching/repos/<key>/ (rewritten every run)."""
-    repo = WORK / "repos" / variant.key
-    shutil.rmtree(repo, ignore_errors=True)
-    src = EXAMPLES / variant.model
-    onnx_file = src / "1" / "model.onnx"
-    if not onnx_file.exists():
-        raise SystemExit(f"missing {onnx_file}: run `make examples`")
-    link_or_copy(onnx_file, repo / variant.model / "1" / "model.onnx")
-    config = (src / "config.pbtxt").read_text() if variant.model != DIGITS else digits_config(variant.key, args)
-    (repo / variant.model / "config.pbtxt").write_text(config)
-    return repo
-
-
-def build_models_module() -> Any:
-    module = mlserver_repo.load_build_models()
-    if module is None or not hasattr(module, "build_digits_estimator"):
-        raise SystemExit(f"cannot use {mlserver_repo.BUILD_MODELS} (needs build_digits_estimator)")
-    return module
-
-
-def build_mlserver_repo(args: argparse.Namespace) -> Path:
-    """MLServer's repository: the digits MLPClassifier as built by examples/build_models.py, joblib-dumped,
-    after checking that it has the weights of the ONNX file modelserve serves."""
-    bm = build_models_module()
-    started = time.monotonic()
-    clf = bm.build_digits_estimator()
-    x, _ = bm.digits_data()
-    onnx_file = EXAMPLES / DIGITS / "1" / "model.onnx"
-    _, proba = bm.ort_session(onnx_file).run(None, {bm.INPUT_NAME: x[:256]})
-    np.testing.assert_allclose(proba, clf.predict_proba(x[:256]), atol=1e-4)
-    repo = WORK / "mlserver-models"
-    shutil.rmtree(repo, ignore_errors=True)
-    settings = {
-        "name": DIGITS,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "max_batch_size": shipped_max_batch_size(),
-        "max_batch_time": args.mlserver_batch_time,
-        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, x.shape[1]]}],
-        "outputs": [{"name": "predict_proba", "datatype": "FP32", "shape": [-1, len(clf.classes_)]}],
-        "parameters": {"uri": "./model.joblib", "version": "1"},
-    }
-    mlserver_repo.write_model(repo, clf, x[:64], settings)
-    print(f"mlserver repo: {repo} (sklearn estimator matches {onnx_file.name}; {time.monotonic() - started:.1f} s)")
-    return repo
-
-
-def build_repo(variant: Variant, args: argparse.Namespace) -> Path:
-    return build_mlserver_repo(args) if variant.server == "mlserver" else build_modelserve_repo(variant, args)
-
-
-def spec_for(variant: Variant, repo: Path, name: str) -> ServerSpec:
-    """A fresh spec (new free ports) for one start of variant's server; name prefixes its files."""
-    if variant.server == "mlserver":
-        spec = mlserver_spec(variant.model, repo=repo, name=name)
-        # One BLAS thread: the server has one pinned core, as modelserve's one intra-op thread.
-        return dataclasses.replace(spec, env={**spec.env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
-    return modelserve_spec(variant.model, repo=repo, name=name)
-
-
-# -- statistics ----------------------------------------------------------------------------------------
 
 
 def batch_counts(spec: ServerSpec, model: str) -> dict[int, int] | None:
@@ -388,173 +245,6 @@ def ceiling(args: argparse.Namespace) -> dict[int, float]:
     finally:
         os.sched_setaffinity(0, previous)
     return rows_per_s
-
-
-# -- report --------------------------------------------------------------------------------------------
-
-
-def best_batched(
-    by_key: dict[tuple[str, str, int], Measurement], protocol: str, concurrency: int
-) -> Measurement | None:
-    found = [by_key.get((key, protocol, concurrency)) for key in MODELSERVE_BATCHED]
-    ok = [m for m in found if m is not None and m.ok and m.throughput is not None]
-    return max(ok, key=lambda m: m.throughput or 0.0, default=None)
-
-
-def combine(rounds: list[Measurement]) -> Measurement:
-    """One measurement from the rounds of one (variant, protocol, concurrency): the median of each of
-    throughput, p50 and p99 over the successful rounds; their throughput range goes to extra."""
-    ok = [m for m in rounds if m.ok]
-    if not ok:
-        return rounds[-1]
-
-    def median(values: list[float | None]) -> float:
-        return float(statistics.median(v for v in values if v is not None))
-
-    extra = dict(ok[0].extra)
-    throughputs = [m.throughput for m in ok if m.throughput is not None]
-    extra["rounds"] = str(len(ok))
-    extra["throughput_min"], extra["throughput_max"] = f"{min(throughputs):.1f}", f"{max(throughputs):.1f}"
-    queues = [float(m.extra["Server Queue"]) for m in ok if "Server Queue" in m.extra]
-    if queues:
-        extra["Server Queue"] = f"{statistics.median(queues):.0f}"
-    extra["other_cpu_pct"] = f"{max(float(m.extra.get('other_cpu_pct', 0)) for m in ok):.1f}"
-    return dataclasses.replace(
-        ok[0],
-        throughput=median([m.throughput for m in ok]),
-        p50_us=median([m.p50_us for m in ok]),
-        p99_us=median([m.p99_us for m in ok]),
-        csv_path=" ".join(m.csv_path for m in ok),
-        extra=extra,
-    )
-
-
-def merge_batches(infos: list[BatchInfo]) -> BatchInfo:
-    total = BatchInfo()
-    for info in infos:
-        total.executions += info.executions
-        total.rows += info.rows
-        total.max_batch = max(total.max_batch, info.max_batch)
-        for size, n in info.histogram.items():
-            total.histogram[size] = total.histogram.get(size, 0) + n
-    return total
-
-
-def throughput_range(m: Measurement | None) -> str:
-    if not m or "throughput_min" not in m.extra:
-        return "-"
-    return f"{float(m.extra['throughput_min']):.0f}-{float(m.extra['throughput_max']):.0f}"
-
-
-def server_queue_ms(m: Measurement | None) -> str:
-    """perf_analyzer's server-side average queue time (from the server's statistics), in ms."""
-    try:
-        return f"{float(m.extra['Server Queue']) / 1000:.2f}" if m and m.ok else "-"
-    except (KeyError, ValueError):
-        return "-"
-
-
-def markdown(
-    results: list[Measurement],
-    raw: list[Measurement],
-    batches: dict[tuple[str, str, int], BatchInfo],
-    ceiling_rows: dict[int, float],
-    variants: list[Variant],
-    args: argparse.Namespace,
-    header: Sequence[str],
-) -> str:
-    by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
-    lines = [
-        *header,
-        "",
-        "| variant | protocol | conc | infer/s | (range) | p50 ms | p99 ms | avg batch (max) | srv queue ms "
-        "| other CPU % |",
-    ]
-    lines.append("|---|---|---:|---:|---|---:|---:|---|---:|---:|")
-    for variant in variants:
-        for protocol in args.protocols:
-            for concurrency in args.concurrency:
-                m = by_key.get((variant.key, protocol, concurrency))
-                info = batches.get((variant.key, protocol, concurrency))
-                avg = info.average if info else None
-                batch = f"{avg:.1f} ({info.max_batch})" if info and avg else "n/a"
-                cells = [
-                    f"{variant.key}: {variant.label}",
-                    protocol,
-                    str(concurrency),
-                    fmt(m.throughput if m else None, 1, 0),
-                    throughput_range(m),
-                    fmt(m.p50_us if m else None, 1000),
-                    fmt(m.p99_us if m else None, 1000),
-                    batch,
-                    server_queue_ms(m) if variant.server == "modelserve" else "n/a",
-                    m.extra.get("other_cpu_pct", "-") if m else "-",
-                ]
-                lines.append("| " + " | ".join(cells) + " |")
-    best_size, best_rows = max(ceiling_rows.items(), key=lambda kv: kv[1], default=(0, 0.0))
-    if ceiling_rows:
-        sizes = ", ".join(f"b{size} {rows:.0f}" for size, rows in ceiling_rows.items())
-        lines += [
-            "",
-            f"In-process ceiling (onnxruntime, 1 thread, rows/s): {sizes}; best b{best_size} {best_rows:.0f}.",
-        ]
-    lines += [
-        "",
-        "Ratios, modelserve batched = the best of adaptive / triton / triton-pref at that concurrency:",
-        "",
-        "| protocol | conc | best policy | ms-batched / MLServer-batched | ms-batched digits / ms iris "
-        "| ms-batched / in-process ceiling |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
-    for protocol in args.protocols:
-        for concurrency in args.concurrency:
-            best = best_batched(by_key, protocol, concurrency)
-            thr = best.throughput if best else None
-            ml = by_key.get(("mlserver", protocol, concurrency))
-            iris = by_key.get(("iris", protocol, concurrency))
-            cells = [
-                protocol,
-                str(concurrency),
-                best.server if best else "-",
-                ratio(thr, ml.throughput if ml else None),
-                ratio(thr, iris.throughput if iris else None),
-                ratio(thr, best_rows or None),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Concurrency 1, p50 latency vs no batching (adaptive target: within 10 %):"]
-    for protocol in args.protocols:
-        base = by_key.get(("none", protocol, 1))
-        for key in MODELSERVE_BATCHED:
-            m = by_key.get((key, protocol, 1))
-            if not (m and m.ok and base and base.ok and m.p50_us and base.p50_us):
-                continue
-            r = m.p50_us / base.p50_us
-            verdict = (" PASS" if r <= 1.10 else " FAIL") if key == "adaptive" else ""
-            lines.append(
-                f"- {protocol} {key}: p50 {m.p50_us / 1000:.3f} ms vs {base.p50_us / 1000:.3f} ms = {r:.2f}{verdict}"
-            )
-    errors = [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in raw if not m.ok]
-    if errors:
-        lines += ["", "Failed measurements:", *errors]
-    return "\n".join(lines) + "\n"
-
-
-def plot(json_path: Path, png_path: Path) -> str:
-    """Render the plot with the plot venv's matplotlib; returns a note for the report."""
-    if not PLOT_PYTHON.exists():
-        return f"plot skipped: {PLOT_PYTHON} missing (run `bash bench/setup.sh`)"
-    try:
-        proc = subprocess.run(
-            [str(PLOT_PYTHON), str(PLOT_SCRIPT), str(json_path), str(png_path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=PLOT_TIMEOUT_S, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return f"plot failed: timed out after {PLOT_TIMEOUT_S:.0f} s"
-    if proc.returncode != 0 or not png_path.exists():
-        return f"plot failed: {(proc.stdout + proc.stderr).strip()[-500:]}"
-    DOCS_PLOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(png_path, DOCS_PLOT)
-    return f"plot: {png_path.relative_to(ROOT)} (copied to {DOCS_PLOT.relative_to(ROOT)})"
 
 
 # -- main ----------------------------------------------------------------------------------------------
