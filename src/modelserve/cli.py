@@ -322,6 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"modelserve: {exc}", file=sys.stderr)
         return 2
-    from modelserve.app import run
+    from modelserve.app.serve import run
 
     return run(settings)

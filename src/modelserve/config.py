@@ -1,8 +1,9 @@
-"""One typed settings tree, read once in ``app.py`` and passed down.
+"""One typed settings tree, read once by the composition root (``app/``) and passed down.
 
 Sources, later ones winning: defaults, then the YAML file given with ``--config``, then command-line
-flags. Nothing below ``app.py`` reads the environment or a file of settings. An empty config serves the
-bundled example models on 127.0.0.1.
+flags (or, in process, a mapping given to ``Engine.from_repository``). Nothing below ``app/`` reads the
+environment or a file of settings. This module imports nothing of modelserve: every layer may read it.
+An empty config serves the bundled example models on 127.0.0.1.
 
 Each group is one subsystem; every field says its unit in its name.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "load_settings",
+    "settings_from_mapping",
 ]
 
 
@@ -59,6 +61,19 @@ class ServerSettings(_Group):
     max_inflight_requests: int = Field(
         2048, ge=1, description="Global cap on admitted requests; over it a request gets 503 at once."
     )
+    context_headers: tuple[str, ...] = Field(
+        (),
+        description="Request headers (gRPC metadata keys) copied into each request's context, where routing "
+        "rules and the prediction log read them; no other header is read. x-request-id is always read.",
+    )
+
+    @field_validator("context_headers")
+    @classmethod
+    def _header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"{name[:64]!r} is not a header name (letters, digits, '-', '_', '.')")
+        return tuple(dict.fromkeys(name.lower() for name in names))
 
 
 class HttpSettings(_Group):
@@ -74,6 +89,12 @@ class GrpcSettings(_Group):
     )
     max_concurrent_rpcs: int = Field(
         4096, ge=1, description="Calls accepted at once; over it grpcio answers RESOURCE_EXHAUSTED."
+    )
+    max_stream_inflight: int = Field(
+        64,
+        ge=1,
+        description="Requests of one ModelStreamInfer stream running at once; the stream is not read further "
+        "until one is answered (back-pressure on the client, never an unbounded queue).",
     )
 
 
@@ -305,7 +326,13 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"config file {config_file} must hold a mapping of setting groups")
         data = loaded or {}
-    data = _merge(data, overrides)
+    return settings_from_mapping(data, overrides)
+
+
+def settings_from_mapping(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings tree from a mapping in the shape of the YAML file, with nested ``overrides``
+    winning. Raises :class:`SettingsError` naming the setting and the problem."""
+    data = _merge(data, overrides or {})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -22,7 +22,7 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
-from modelserve.core.inference import InferResponse, RequestedOutput
+from modelserve.core.inference import InferResult, RequestedOutput
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response
 from tests.protocol.tensor_strategies import (
     ALL_DATATYPES,
@@ -336,7 +336,7 @@ def test_bytes_shape_without_data_does_not_allocate_per_element() -> None:
 
 
 @st.composite
-def responses(draw: st.DrawFn, first: Datatype) -> InferResponse:
+def responses(draw: st.DrawFn, first: Datatype) -> InferResult:
     """Outputs of every datatype; some Fortran-ordered (non-contiguous), some BYTES holding ``str``."""
     outputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, Datatype] = {}
@@ -350,7 +350,7 @@ def responses(draw: st.DrawFn, first: Datatype) -> InferResponse:
             array = np.asfortranarray(array)
         outputs[name] = array
         datatypes[name] = datatype
-    return InferResponse(
+    return InferResult(
         model_name=draw(names),
         model_version=draw(st.sampled_from(["1", "7"])),
         outputs=outputs,
@@ -387,6 +387,6 @@ def test_response_round_trips_through_tritonclient(datatype: Datatype, data: st.
 def test_response_raw_bytes_are_little_endian_row_major(datatype: Datatype, data: st.DataObject) -> None:
     array = data.draw(arrays(datatype, shape=shapes.filter(lambda s: len(s) >= 2)))
     transposed = array.T  # a non-contiguous view: the wire must carry the view's row-major order
-    message = encode_infer_response(InferResponse("m", "1", {"y": transposed}, {"y": datatype}))
+    message = encode_infer_response(InferResult("m", "1", {"y": transposed}, {"y": datatype}))
     expected = np.ascontiguousarray(transposed).astype(datatype.numpy_dtype.newbyteorder("<")).tobytes()
     assert message.raw_output_contents[0] == expected

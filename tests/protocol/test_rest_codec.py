@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, EncodeError, ErrorCode
-from modelserve.core.inference import InferRequest, InferResponse, RequestedOutput
+from modelserve.core.inference import InferRequest, InferResult, RequestedOutput
 from modelserve.protocol.rest_codec import RestLimits, decode_infer_request, encode_infer_response
 from modelserve.protocol.tensor_codec import checked_shape, tensor_from_json
 from tests.protocol.tensor_strategies import (
@@ -165,7 +165,7 @@ def test_truncated_or_padded_binary_body_is_refused(
 
 
 @st.composite
-def response_cases(draw: st.DrawFn, first: Datatype) -> tuple[InferResponse, InferRequest, bool, list[bool]]:
+def response_cases(draw: st.DrawFn, first: Datatype) -> tuple[InferResult, InferRequest, bool, list[bool]]:
     """Outputs of every datatype, each JSON or binary (per-output ``binary_data`` or the request default),
     some Fortran-ordered (non-contiguous) and some BYTES holding ``str`` as models return them."""
     default_binary = draw(st.booleans())
@@ -187,7 +187,7 @@ def response_cases(draw: st.DrawFn, first: Datatype) -> tuple[InferResponse, Inf
         datatypes[name] = datatype
         requested.append(RequestedOutput(name, {} if flag is None else {"binary_data": flag}))
         binary_flags.append(binary or datatype is Datatype.BF16)  # BF16 never goes into JSON
-    response = InferResponse(
+    response = InferResult(
         model_name=draw(names),
         model_version=draw(st.sampled_from(["1", "7", "42"])),
         outputs=outputs,
@@ -246,7 +246,7 @@ def test_response_round_trips_through_tritonclient(datatype: Datatype, data: st.
 def test_non_finite_json_outputs_are_literals_tritonclient_reads(data: st.DataObject, datatype: Datatype) -> None:
     values = data.draw(st.lists(st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1.5]), min_size=1))
     array = np.array(values, dtype=datatype.numpy_dtype)
-    response = InferResponse("m", "1", {"y": array}, {"y": datatype})
+    response = InferResult("m", "1", {"y": array}, {"y": datatype})
     request = InferRequest("m", "", {}, {})
     body, header_length = encode_infer_response(response, request, False)
     assert header_length is None
@@ -265,7 +265,7 @@ def test_non_utf8_bytes_output_is_refused_as_json_and_round_trips_as_binary(
 ) -> None:
     flat = array.reshape(-1)
     flat[data.draw(st.integers(0, flat.size - 1))] = b"\xff" + data.draw(st.binary(max_size=3))
-    response = InferResponse("m", "1", {"s": array}, {"s": Datatype.BYTES})
+    response = InferResult("m", "1", {"s": array}, {"s": Datatype.BYTES})
     request = InferRequest("m", "", {}, {})
     with pytest.raises(EncodeError, match="not UTF-8"):
         encode_infer_response(response, request, False)

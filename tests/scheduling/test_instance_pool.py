@@ -1,8 +1,12 @@
-"""InstancePool without a server: FIFO hand-over, a bounded wait queue, cancellation that loses nothing."""
+"""InstancePool without a server: FIFO hand-over, a bounded wait queue, abandonment that loses nothing.
+
+The pool decides synchronously (``take`` answers an instance or a future) so these tests need no event
+loop and no thread: every hand-over is a plain call.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 
 import pytest
 
@@ -11,54 +15,52 @@ from modelserve.scheduling.instance_pool import InstancePool
 
 
 def test_waiters_are_served_in_order_and_the_bound_refuses_at_once() -> None:
-    async def scenario() -> None:
-        pool = InstancePool(["a"], max_waiting=2, owner="model 'm' version 1")
-        first = await pool.acquire()
-        w1 = asyncio.ensure_future(pool.acquire())
-        w2 = asyncio.ensure_future(pool.acquire())
-        await asyncio.sleep(0)
-        assert pool.waiting == 2
-        with pytest.raises(QueueError, match=r"queue full .*max_queue_size=2"):
-            await pool.acquire()
-        pool.release(first)
-        assert await w1 == "a"
-        pool.release("a")
-        assert await w2 == "a"
-        pool.release("a")
-        assert pool.busy == 0
-
-    asyncio.run(scenario())
+    pool = InstancePool(["a"], max_waiting=2, owner="model 'm' version 1")
+    first = pool.take()
+    assert first == "a"
+    w1, w2 = pool.take(), pool.take()
+    assert isinstance(w1, concurrent.futures.Future) and isinstance(w2, concurrent.futures.Future)
+    assert pool.waiting == 2
+    with pytest.raises(QueueError, match=r"queue full .*max_queue_size=2"):
+        pool.take()
+    pool.release(first)
+    assert w1.result(timeout=0) == "a" and not w2.done()
+    pool.release("a")
+    assert w2.result(timeout=0) == "a"
+    pool.release("a")
+    assert pool.busy == 0 and pool.waiting == 0
 
 
-def test_a_cancelled_waiter_leaves_the_queue_and_loses_no_instance() -> None:
-    async def scenario() -> None:
-        pool = InstancePool(["a"], max_waiting=4, owner="m")
-        held = await pool.acquire()
-        cancelled = asyncio.ensure_future(pool.acquire())
-        survivor = asyncio.ensure_future(pool.acquire())
-        await asyncio.sleep(0)
-        cancelled.cancel()
-        await asyncio.sleep(0)
-        assert pool.waiting == 1
-        pool.release(held)
-        assert await survivor == "a"
-        pool.release("a")
-        assert pool.busy == 0 and pool.waiting == 0
-
-    asyncio.run(scenario())
+def test_an_abandoned_waiter_leaves_the_queue_and_loses_no_instance() -> None:
+    pool = InstancePool(["a"], max_waiting=4, owner="m")
+    held = pool.take()
+    gone, survivor = pool.take(), pool.take()
+    assert isinstance(gone, concurrent.futures.Future) and isinstance(survivor, concurrent.futures.Future)
+    pool.abandon(gone)
+    assert gone.cancelled() and pool.waiting == 1
+    pool.release(held)
+    assert survivor.result(timeout=0) == "a"
+    pool.release("a")
+    assert pool.busy == 0 and pool.waiting == 0
 
 
-def test_cancellation_racing_the_hand_over_passes_the_instance_on() -> None:
-    async def scenario() -> None:
-        pool = InstancePool(["a"], max_waiting=4, owner="m")
-        held = await pool.acquire()
-        racer = asyncio.ensure_future(pool.acquire())
-        next_in_line = asyncio.ensure_future(pool.acquire())
-        await asyncio.sleep(0)
-        pool.release(held)  # resolves racer's future ...
-        racer.cancel()  # ... and the task is cancelled before it resumes
-        with pytest.raises(asyncio.CancelledError):
-            await racer
-        assert await next_in_line == "a"
+def test_abandoning_after_the_hand_over_passes_the_instance_on() -> None:
+    pool = InstancePool(["a"], max_waiting=4, owner="m")
+    held = pool.take()
+    racer, next_in_line = pool.take(), pool.take()
+    assert isinstance(racer, concurrent.futures.Future) and isinstance(next_in_line, concurrent.futures.Future)
+    pool.release(held)  # resolves racer's future ...
+    assert racer.result(timeout=0) == "a"
+    pool.abandon(racer)  # ... whose caller gave up before it used the instance
+    assert next_in_line.result(timeout=0) == "a"
+    assert pool.busy == 1
 
-    asyncio.run(scenario())
+
+def test_a_waiter_cancelled_by_its_caller_is_skipped_at_hand_over() -> None:
+    pool = InstancePool(["a"], max_waiting=4, owner="m")
+    held = pool.take()
+    cancelled, survivor = pool.take(), pool.take()
+    assert isinstance(cancelled, concurrent.futures.Future) and isinstance(survivor, concurrent.futures.Future)
+    assert cancelled.cancel()  # what a gRPC thread's cancel token does
+    pool.release(held)
+    assert survivor.result(timeout=0) == "a"

@@ -1,6 +1,6 @@
 """Inference requests and responses as the server's layers see them: numpy tensors, never wire JSON.
 
-The protocol layer turns REST/gRPC bytes into an :class:`InferRequest` and an :class:`InferResponse` back
+The protocol layer turns REST/gRPC bytes into an :class:`InferRequest` and an :class:`InferResult` back
 into bytes; routing, scheduling and runtimes only ever see these.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from modelserve.core.datatypes import Datatype
 
-__all__ = ["InferRequest", "InferResponse", "ParameterValue", "RequestedOutput"]
+__all__ = ["InferRequest", "InferResult", "ParameterValue", "RequestedOutput"]
 
 ParameterValue = str | int | float | bool
 
@@ -50,7 +50,7 @@ class InferRequest:
 
 
 @dataclass(slots=True)
-class InferResponse:
+class InferResult:
     """Outputs in the order they must be sent (request order, else model order)."""
 
     model_name: str

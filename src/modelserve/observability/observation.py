@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from modelserve.core.context import EMPTY_CONTEXT, RequestContext
 from modelserve.core.inference import ParameterValue
 
 __all__ = ["Observation", "Observer"]
@@ -33,6 +34,7 @@ class Observation:
     parameters: Mapping[str, ParameterValue]
     latency_ns: int
     time_ms: int
+    context: RequestContext = EMPTY_CONTEXT
 
 
 class Observer(Protocol):

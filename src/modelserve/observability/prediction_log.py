@@ -99,6 +99,10 @@ def record_of(observation: Observation, max_inline_bytes: int) -> dict[str, Any]
         "version": observation.version,
         "requested_version": observation.requested_version,
         "latency_ms": round(observation.latency_ns / 1e6, 4),
+        "transport": observation.context.transport,
+        "principal": observation.context.principal,
+        "tenant": observation.context.tenant,
+        "headers": dict(observation.context.headers),
         "parameters": _parameters(observation.parameters),
         "inputs": {name: _tensor(a, max_inline_bytes) for name, a in observation.inputs.items()},
         "outputs": {name: _tensor(a, max_inline_bytes) for name, a in observation.outputs.items()},
@@ -159,7 +163,7 @@ class _ParquetFiles:
             self._first_at = time.monotonic()
         # Tensors and parameters go in as JSON text: their shapes differ between models and requests.
         self._pending.append(
-            {**record, **{k: orjson.dumps(record[k]).decode() for k in ("parameters", "inputs", "outputs")}}
+            {**record, **{k: orjson.dumps(record[k]).decode() for k in ("headers", "parameters", "inputs", "outputs")}}
         )
         if len(self._pending) >= _PARQUET_ROWS:
             self.flush()

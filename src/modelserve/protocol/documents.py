@@ -12,9 +12,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from modelserve.observability.statistics import Duration, ModelVersionStatistics
-from modelserve.protocol.api import ModelMetadata
 from modelserve.repository.manager import IndexEntry
 from modelserve.repository.model_config import ModelConfig
+from modelserve.service.dataplane import ModelMetadata
 
 __all__ = ["config_document", "index_document", "metadata_document", "statistics_document"]
 

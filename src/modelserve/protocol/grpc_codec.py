@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError
-from modelserve.core.inference import InferRequest, InferResponse, ParameterValue, RequestedOutput
+from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
 from modelserve.protocol.parameters import parse_request_parameters
 from modelserve.protocol.tensor_codec import checked_datatype, checked_shape, tensor_from_raw, tensor_to_raw
 
@@ -138,7 +138,7 @@ def decode_infer_request(message: Any, max_tensor_bytes: int, max_requested_outp
     )
 
 
-def encode_infer_response(response: InferResponse) -> Any:
+def encode_infer_response(response: InferResult) -> Any:
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id or ""
     )

@@ -19,7 +19,7 @@ import orjson
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
-from modelserve.core.inference import InferRequest, InferResponse, ParameterValue, RequestedOutput
+from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
 from modelserve.protocol.parameters import parse_request_parameters
 from modelserve.protocol.tensor_codec import (
     checked_datatype,
@@ -204,7 +204,7 @@ def _has_non_finite(array: np.ndarray) -> bool:
 
 
 def encode_infer_response(
-    response: InferResponse, request: InferRequest, binary_data_output: bool
+    response: InferResult, request: InferRequest, binary_data_output: bool
 ) -> tuple[bytes, int | None]:
     """Encode a response body. Returns the body and, when binary blobs follow, the JSON header length."""
     requested = {o.name: o for o in request.requested_outputs} if request.requested_outputs else {}

@@ -43,10 +43,9 @@ def fingerprint(model_dir: Path) -> Fingerprint:
 
 
 class RepositoryPoller:
-    def __init__(self, manager: ModelManager, root: Path, period_s: float) -> None:
+    def __init__(self, manager: ModelManager, root: Path) -> None:
         self._manager = manager
         self._root = root
-        self._period_s = period_s
         self._seen: dict[str, Fingerprint] = {}
 
     def _snapshot(self) -> dict[str, Fingerprint]:
@@ -63,6 +62,7 @@ class RepositoryPoller:
         self._seen = await asyncio.to_thread(self._snapshot)
 
     async def poll_once(self) -> None:
+        """One look at the repository; the engine calls it every ``repository.poll_secs``."""
         current = await asyncio.to_thread(self._snapshot)
         for name in sorted(set(self._seen) - set(current)):
             log.info("poll: model %s was removed from the repository; unloading", name)
@@ -77,12 +77,3 @@ class RepositoryPoller:
                 await self._manager.load(name)
             except Exception as exc:  # reported in the index; the serving versions are untouched
                 log.warning("poll: loading model %s failed: %s", name, exc)
-
-    async def run(self) -> None:
-        """Poll every ``period_s`` until cancelled."""
-        while True:
-            await asyncio.sleep(self._period_s)
-            try:
-                await self.poll_once()
-            except OSError as exc:
-                log.warning("poll: cannot read the repository: %s", exc)

@@ -3,15 +3,19 @@
 The version slot holds a number, an alias (``production``, ``canary``, ...), or nothing: then the
 ``production`` alias when it is set and its version is loaded, else the highest loaded version. With
 ``load_on_demand`` a known model that is not loaded is loaded by its first request (once, however many
-requests race for it). Canary weights and header overrides (later) hook in here.
+requests race for it). Canary weights and header overrides (the routing issue) hook in here, reading
+the request's :class:`~modelserve.core.context.RequestContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
+from modelserve.core.context import EMPTY_CONTEXT, RequestContext
 from modelserve.core.errors import ErrorCode, RoutingError, ValidationError
 from modelserve.core.names import check_model_name, check_version
+from modelserve.core.steps import OnLoop, RunBlocking, Steps
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import ModelManager
 from modelserve.routing.aliases import DEFAULT_ALIAS, Alias, AliasStore, check_alias_name
@@ -46,25 +50,18 @@ class Router:
             )
         return manager.get(name, alias.version)
 
-    async def resolve(self, name: str, version: str) -> LoadedVersion:
-        """The version to run. Raises ``ValidationError`` for a malformed name/version, ``RoutingError``
-        for an unknown or unavailable one, ``ModelLoadError`` when an on-demand load fails."""
+    def resolve(self, name: str, version: str, context: RequestContext = EMPTY_CONTEXT) -> Steps[LoadedVersion]:
+        """The steps that find the version to run (driven on the loop or on a gRPC thread); ``context``
+        carries the headers and caller that traffic rules route on (none yet: the routing issue). Raises
+        ``ValidationError`` for a malformed name/version, ``RoutingError`` for an unknown or unavailable
+        one, ``ModelLoadError`` when an on-demand load fails."""
         check_model_name(name)
         check_version(version)
         manager = self._manager
         if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
-            await manager.ensure_loaded(name)
+            yield OnLoop(partial(manager.ensure_loaded, name))
         if not version.isdigit() and not self._aliases.is_cached(name) and manager.is_known(name):
-            await asyncio.to_thread(self._aliases.aliases, name)  # first look: file I/O off the loop
-        return self._pick(name, version)
-
-    def resolve_blocking(self, name: str, version: str, loop: asyncio.AbstractEventLoop) -> LoadedVersion:
-        """:meth:`resolve` from a thread other than ``loop``'s; an on-demand load runs on ``loop``."""
-        check_model_name(name)
-        check_version(version)
-        manager = self._manager
-        if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
-            asyncio.run_coroutine_threadsafe(manager.ensure_loaded(name), loop).result()
+            yield RunBlocking(partial(self._aliases.aliases, name))  # the first look reads a file: off the loop
         return self._pick(name, version)
 
     # -- aliases (admin) ---------------------------------------------------------------------------

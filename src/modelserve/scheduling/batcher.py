@@ -13,12 +13,12 @@ its requests is retried alone, so one request the model chokes on fails by itsel
 With ``preserve_ordering`` responses leave in the order the batches were formed, even when instances
 finish out of order.
 
-Threads: the queue and the batcher task live on the event loop. gRPC calls arrive on grpcio's threads:
-they hand their request to the loop with ``call_soon_threadsafe`` and wait on a thread-safe future.
-Under the adaptive policy, a request that finds nothing queued and an instance idle is a batch of one
-and runs at once (on the gRPC thread itself, or the instance's thread for REST) without a trip through
-the batcher task: batching then costs a lone request nothing. The idle-instance list is shared, so it
-is guarded by a lock.
+Threads: the queue and the batcher task live on the event loop. A request's path (``execute``, one
+generator for both drivers, ``core/steps.py``) posts its entry to the loop and waits on a thread-safe
+future: a coroutine on the loop awaits it, a gRPC thread blocks on it. Under the adaptive policy, a
+request that finds nothing queued and an instance idle is a batch of one and runs at once (on the gRPC
+thread itself, or the instance's thread from the loop) without a trip through the batcher task: batching
+then costs a lone request nothing. The idle-instance list is shared, so it is guarded by a lock.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
-from modelserve.core.errors import ErrorCode, ModelServeError, QueueError, RuntimeFailure
+from modelserve.core.context import RequestContext
+from modelserve.core.errors import ModelServeError, QueueError, RuntimeFailure
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
+from modelserve.core.steps import PostToLoop, RunBlocking, Steps, WaitFor
 from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
@@ -50,12 +52,10 @@ __all__ = ["DynamicBatchScheduler"]
 log = logging.getLogger(__name__)
 
 _Outcome = dict[str, np.ndarray] | BaseException
-_AnyFuture = asyncio.Future[dict[str, np.ndarray]] | concurrent.futures.Future[dict[str, np.ndarray]]
 
 
 def _settle(entry: QueueEntry, outcome: _Outcome) -> None:
-    """Answer a queued request, whichever kind of caller waits for it (a coroutine on the loop, or a gRPC
-    thread); a caller that went away (future cancelled) is skipped."""
+    """Answer a queued request; a caller that went away (future cancelled) is skipped."""
     future = entry.future
     if future.done():
         return
@@ -64,7 +64,7 @@ def _settle(entry: QueueEntry, outcome: _Outcome) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
-    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+    except concurrent.futures.InvalidStateError:
         pass  # cancelled by its caller's thread between the check and the set
 
 
@@ -165,18 +165,28 @@ class DynamicBatchScheduler:
         self._admission.leave()
 
     def _entry(
-        self, request: InferRequest, output_names: Sequence[str], start_ns: int, future: _AnyFuture
+        self,
+        request: InferRequest,
+        output_names: Sequence[str],
+        start_ns: int,
+        future: concurrent.futures.Future[dict[str, np.ndarray]],
+        client_deadline_ns: int | None,
     ) -> QueueEntry:
         level = self._queues.level_for(request.priority)
+        deadline_ns = self._queues.deadline_for(level, request.timeout_us, start_ns)
+        is_client_deadline = client_deadline_ns is not None and (
+            deadline_ns is None or client_deadline_ns < deadline_ns
+        )
         return QueueEntry(
             request=request,
             output_names=tuple(output_names),
             rows=next(iter(request.inputs.values())).shape[0] if request.inputs else 1,
             shape_key=self._shape_key(request),
             enqueued_ns=start_ns,
-            deadline_ns=self._queues.deadline_for(level, request.timeout_us, start_ns),
+            deadline_ns=client_deadline_ns if is_client_deadline else deadline_ns,
             level=level,
             future=future,
+            is_client_deadline=is_client_deadline,
         )
 
     def _take_idle_for_fast_path(self) -> Runtime | None:
@@ -193,80 +203,40 @@ class DynamicBatchScheduler:
             self._idle.append(runtime)
         if not len(self._queues) and not self._pending_pushes:
             return  # nobody waits; a request queued from now on finds this instance idle
+        self._wake_batcher()
+
+    def _wake_batcher(self) -> None:
         assert self._loop is not None and self._wake is not None
         if self._loop_thread is threading.current_thread():
             self._wake.set()
         else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        assert self._loop is not None and self._wake is not None, "start() the batcher first"
+    def execute(
+        self, request: InferRequest, output_names: Sequence[str], context: RequestContext
+    ) -> Steps[dict[str, np.ndarray]]:
+        assert self._loop is not None, "start() the batcher first"
         start = self._admit()
         failure: BaseException | None = None
         try:
             self._queues.level_for(request.priority)  # a bad priority is refused on every path
             runtime = self._take_idle_for_fast_path()
-            if runtime is not None:
-                outputs = await self._run_fast(runtime, request, output_names, start)
-            else:
-                entry = self._entry(request, output_names, start, self._loop.create_future())
-                self._queues.push(entry)
-                self._wake.set()
-                try:
-                    outputs = await entry.future  # type: ignore[misc]
-                except asyncio.CancelledError:
-                    # The caller is gone: if still queued, the batcher drops the entry before it runs.
-                    entry.future.cancel()
-                    self._wake.set()
-                    raise
-            return outputs
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            self._finish_request(start, failure)
-
-    async def _run_fast(
-        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], start_ns: int
-    ) -> dict[str, np.ndarray]:
-        assert self._loop is not None
-        queued = self._clock.now_ns()
-        self._stats.record_queue(queued - start_ns)
-        future = self._loop.run_in_executor(self._executor, self._single.run, runtime, request, output_names, queued)
-        # The instance goes back when its thread is done, even if this caller is cancelled meanwhile.
-        future.add_done_callback(lambda _: self._return_instance(runtime))
-        return await asyncio.shield(future)
-
-    def execute_blocking(
-        self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
-    ) -> dict[str, np.ndarray]:
-        """From a gRPC thread. On the fast path the model runs on this thread; otherwise the request is
-        queued on the loop and its result is handed straight from the instance's thread to this one."""
-        assert self._loop is not None
-        start = self._admit()
-        failure: BaseException | None = None
-        try:
-            self._queues.level_for(request.priority)  # a bad priority is refused on every path
-            runtime = self._take_idle_for_fast_path()
+            outputs: dict[str, np.ndarray]
             if runtime is not None:
                 queued = self._clock.now_ns()
                 self._stats.record_queue(queued - start)
-                try:
-                    outputs = self._single.run(runtime, request, output_names, queued)
-                finally:
-                    self._return_instance(runtime)
+                outputs = yield RunBlocking(
+                    partial(self._run_fast, runtime, request, output_names, queued), self._executor
+                )
             else:
                 waiter: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
-                entry = self._entry(request, output_names, start, waiter)
+                entry = self._entry(request, output_names, start, waiter, context.deadline_ns)
                 with self._lock:
                     self._pending_pushes += 1
-                self._loop.call_soon_threadsafe(self._push_from_thread, entry)
-                if cancel is not None:
-                    cancel.add_callback(lambda: self._cancel_from_thread(waiter))
-                try:
-                    outputs = waiter.result()
-                except concurrent.futures.CancelledError:
-                    raise QueueError("the request was cancelled", code=ErrorCode.CANCELLED) from None
+                yield PostToLoop(partial(self._push, entry))
+                # Answered from the loop (settled by the batch's done callback); a caller that gives up
+                # cancels the future, and the batcher drops the entry before it runs.
+                outputs = yield WaitFor(waiter, partial(self._abandon, waiter))
             return outputs
         except BaseException as exc:
             failure = exc
@@ -274,11 +244,21 @@ class DynamicBatchScheduler:
         finally:
             self._finish_request(start, failure)
 
-    def _push_from_thread(self, entry: QueueEntry) -> None:
+    def _run_fast(
+        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
+    ) -> dict[str, np.ndarray]:
+        # The instance goes back when this call is done, even if its caller gave up meanwhile.
+        try:
+            return self._single.run(runtime, request, output_names, queued_ns)
+        finally:
+            self._return_instance(runtime)
+
+    def _push(self, entry: QueueEntry) -> None:
+        """On the loop: queue ``entry`` (or answer it with the queue's refusal) and wake the batcher."""
         with self._lock:
             self._pending_pushes -= 1
         if entry.future.done():
-            return  # cancelled before it reached the queue
+            return  # abandoned before it reached the queue
         try:
             self._queues.push(entry)
         except ModelServeError as exc:
@@ -287,10 +267,9 @@ class DynamicBatchScheduler:
         assert self._wake is not None
         self._wake.set()
 
-    def _cancel_from_thread(self, waiter: concurrent.futures.Future[dict[str, np.ndarray]]) -> None:
+    def _abandon(self, waiter: concurrent.futures.Future[dict[str, np.ndarray]]) -> None:
         if waiter.cancel():
-            assert self._loop is not None and self._wake is not None
-            self._loop.call_soon_threadsafe(self._wake.set)  # the batcher drops it from the queue
+            self._wake_batcher()  # it drops the entry from the queue
 
     # -- the batcher task ------------------------------------------------------------------------
 
@@ -336,7 +315,6 @@ class DynamicBatchScheduler:
         batch = [entries[i] for i in decision.run]
         self._queues.remove(batch)
         for entry in batch:
-            entry.dispatched_ns = now
             self._stats.record_queue(now - entry.enqueued_ns)
         sequence = self._next_batch
         self._next_batch += 1

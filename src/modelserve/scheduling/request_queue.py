@@ -20,11 +20,10 @@ Used only from the event loop thread.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,11 +50,12 @@ class QueueEntry:
     enqueued_ns: int
     deadline_ns: int | None
     level: int
-    # An asyncio future for callers on the loop, a concurrent one for callers on threads (gRPC).
-    future: asyncio.Future[dict[str, np.ndarray]] | concurrent.futures.Future[dict[str, np.ndarray]]
+    # Thread-safe: settled on the loop, waited for on the loop or on a gRPC thread (``core/steps.py``).
+    future: concurrent.futures.Future[dict[str, np.ndarray]]
     delayed: bool = False
-    dispatched_ns: int = 0
-    sequence: int = field(default=0)
+    # The deadline is the caller's own (gRPC deadline, in-process timeout_s), not the queue policy's: at
+    # it the request is refused even under timeout_action DELAY, since nobody waits for it any more.
+    is_client_deadline: bool = False
 
 
 class PriorityQueues:
@@ -84,6 +84,7 @@ class PriorityQueues:
         return priority
 
     def deadline_for(self, level: int, request_timeout_us: int, now_ns: int) -> int | None:
+        """The queue policy's deadline for a request of ``level`` queued at ``now_ns`` (None: none)."""
         policy = self._policies[level]
         timeout_us = policy.default_timeout_us
         if request_timeout_us > 0 and policy.allow_timeout_override:
@@ -135,7 +136,7 @@ class PriorityQueues:
             for entry in queue:
                 if entry.deadline_ns is None or entry.deadline_ns > now_ns:
                     keep.append(entry)
-                elif self._policies[level].delay_on_timeout:
+                elif self._policies[level].delay_on_timeout and not entry.is_client_deadline:
                     entry.delayed, entry.deadline_ns = True, None
                     self._delayed[level].append(entry)
                 else:
@@ -158,6 +159,12 @@ class PriorityQueues:
 
 def deadline_error(owner: str, entry: QueueEntry, now_ns: int) -> QueueError:
     waited_us = (now_ns - entry.enqueued_ns) // 1000
+    if entry.is_client_deadline:
+        return QueueError(
+            f"{owner}: the request's deadline passed after {waited_us} µs in the queue, before it ran (the "
+            "client's gRPC deadline or the in-process timeout_s); retry with a longer deadline or send less load",
+            code=ErrorCode.DEADLINE_EXCEEDED,
+        )
     return QueueError(
         f"{owner}: request timed out after {waited_us} µs in the queue without running "
         "(request parameter 'timeout' or the queue policy's default_timeout_microseconds); "

@@ -1,9 +1,10 @@
 """Per model-version execution: the seam the dynamic batcher plugs into.
 
-:class:`Scheduler` is what the layers above call: ``execute(request)`` returns the request's outputs.
+:class:`Scheduler` is what the layers above call: ``execute(request, ...)`` yields the steps that run the
+request (``core/steps.py``), written once for the event loop and for gRPC's threads.
 :class:`DirectScheduler` runs each request on its own as soon as an instance is free (the default, and
-what models without ``dynamic_batching`` use). Inference runs on a thread pool with one thread per
-instance, never on the event loop.
+what models without ``dynamic_batching`` use). Inference never runs on the event loop: from the loop it
+runs on a thread pool with one thread per instance; from a gRPC thread it runs on that thread.
 
 Shapes: the scheduler turns client shapes into model shapes on the way in (config ``reshape``) and
 back on the way out, and casts outputs to the configured datatype, so runtimes see the model's view
@@ -12,18 +13,18 @@ and clients see the config's view.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
-from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
-from modelserve.core.errors import ErrorCode, QueueError
+from modelserve.core.context import RequestContext
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
+from modelserve.core.steps import RunBlocking, Steps, WaitFor
 from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import VersionAdmission
@@ -34,17 +35,14 @@ __all__ = ["DirectScheduler", "Scheduler"]
 
 
 class Scheduler(Protocol):
-    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run ``request`` (from the event loop) and return ``output_names`` shaped and typed as the config
-        declares. Raises :class:`QueueError` (full, draining) or :class:`RuntimeFailure`. Safe to cancel:
-        a cancelled request that has not started never runs."""
-        ...
-
-    def execute_blocking(
-        self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
-    ) -> dict[str, np.ndarray]:
-        """The same, called from a thread that is not the event loop's (gRPC calls). ``cancel`` fires when
-        the caller goes away; a request that has not started then never runs."""
+    def execute(
+        self, request: InferRequest, output_names: Sequence[str], context: RequestContext
+    ) -> Steps[dict[str, np.ndarray]]:
+        """The steps that run ``request`` and return ``output_names`` shaped and typed as the config
+        declares; carried out by :func:`~modelserve.core.steps.drive` (event loop) or
+        :func:`~modelserve.core.steps.drive_blocking` (a gRPC thread). Raises :class:`QueueError` (full,
+        draining, deadline, cancelled) or :class:`RuntimeFailure`. A request abandoned before it starts
+        never runs."""
         ...
 
     async def start(self) -> None:
@@ -110,9 +108,6 @@ class DirectScheduler:
     def queue_depth(self) -> int:
         return self._pool.waiting
 
-    def _enter(self) -> None:
-        self._admission.enter()
-
     def _leave(self, failure: BaseException | None, *, start_ns: int) -> None:
         self._stats.record_request(
             succeeded=failure is None,
@@ -122,60 +117,43 @@ class DirectScheduler:
         )
         self._admission.leave()
 
-    async def execute(self, request: InferRequest, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    def execute(
+        self, request: InferRequest, output_names: Sequence[str], context: RequestContext
+    ) -> Steps[dict[str, np.ndarray]]:
         clock = self._clock
-        self._enter()
+        self._admission.enter()
         start = clock.now_ns()
         failure: BaseException | None = None
         try:
-            runtime = await self._pool.acquire()
+            taken = self._pool.take()
+            if isinstance(taken, concurrent.futures.Future):
+                runtime: Runtime = yield WaitFor(taken, partial(self._pool.abandon, taken))
+            else:
+                runtime = taken
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
-            try:
-                future = asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._single.run, runtime, request, output_names, queued
-                )
-            except BaseException:
-                self._pool.release(runtime)
-                raise
-            # The instance goes back only when its thread is done, even if this caller is cancelled
-            # meanwhile: a runtime instance never runs two calls at once.
-            future.add_done_callback(lambda _: self._pool.release(runtime))
-            outputs = await asyncio.shield(future)
+            outputs: dict[str, np.ndarray] = yield RunBlocking(
+                partial(self._run, runtime, request, output_names, queued), self._executor
+            )
             return outputs
         except BaseException as exc:
             failure = exc
             raise
         finally:
             self._leave(failure, start_ns=start)
+
+    def _run(
+        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
+    ) -> dict[str, np.ndarray]:
+        # The instance goes back when this call is done, on this thread, even if its caller gave up
+        # meanwhile: a runtime instance never runs two calls at once.
+        try:
+            return self._single.run(runtime, request, output_names, queued_ns)
+        finally:
+            self._pool.release(runtime)
 
     async def start(self) -> None:
         return None
-
-    def execute_blocking(
-        self, request: InferRequest, output_names: Sequence[str], cancel: CancelToken | None = None
-    ) -> dict[str, np.ndarray]:
-        clock = self._clock
-        self._enter()
-        start = clock.now_ns()
-        failure: BaseException | None = None
-        try:
-            runtime = self._pool.acquire_blocking(cancel=cancel)
-            if cancel is not None and cancel.is_cancelled:
-                self._pool.release(runtime)
-                raise QueueError("the request was cancelled while queued", code=ErrorCode.CANCELLED)
-            queued = clock.now_ns()
-            self._stats.record_queue(queued - start)
-            try:
-                outputs = self._single.run(runtime, request, output_names, queued)
-            finally:
-                self._pool.release(runtime)
-            return outputs
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            self._leave(failure, start_ns=start)
 
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)

@@ -1,4 +1,4 @@
-"""``inference.GRPCInferenceService`` over the same :class:`InferenceAPI` the REST front end uses.
+"""``inference.GRPCInferenceService`` over the same :class:`DataPlane` the REST front end uses.
 
 Threading model, and why: grpcio's synchronous server runs each call on a thread of its own pool.
 ``ModelInfer`` admits, routes, queues and runs the model right on that thread (the scheduler and the
@@ -29,10 +29,12 @@ from tritonclient.grpc import service_pb2_grpc
 
 from modelserve.config import LimitSettings
 from modelserve.core.cancellation import CancelToken
+from modelserve.core.clock import Clock
+from modelserve.core.context import REQUEST_ID_HEADER, RequestContext, select_headers
 from modelserve.core.errors import ModelServeError
 from modelserve.protocol import documents
-from modelserve.protocol.api import InferenceAPI
 from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response
+from modelserve.service.dataplane import DataPlane
 from modelserve.transport.grpc.errors import GRPC_STATUS
 
 __all__ = ["InferenceServicer", "add_to_server"]
@@ -41,14 +43,45 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# grpcio reports "no deadline" as a deadline in the far future; anything beyond this is none.
+_NO_DEADLINE_S = 10 * 24 * 3600.0
+# How often a stream reader waiting for a free slot looks whether the call has ended.
+_STREAM_POLL_S = 0.5
+
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Runs on grpcio's worker threads; every call is carried out on ``loop``."""
 
-    def __init__(self, api: InferenceAPI, limits: LimitSettings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        api: DataPlane,
+        limits: LimitSettings,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        clock: Clock,
+        context_headers: frozenset[str] = frozenset(),
+        max_stream_inflight: int = 64,
+    ) -> None:
         self._api = api
         self._limits = limits
         self._loop = loop
+        self._clock = clock
+        self._wanted_headers = context_headers | {REQUEST_ID_HEADER}
+        self._max_stream_inflight = max_stream_inflight
+
+    def _request_context(self, context: Any) -> RequestContext:
+        """The call's metadata (only the configured keys) and deadline, as the dataplane sees them."""
+        headers = select_headers(context.invocation_metadata() or (), self._wanted_headers)
+        remaining_s = context.time_remaining()
+        deadline_ns = None
+        if remaining_s is not None and remaining_s < _NO_DEADLINE_S:
+            deadline_ns = self._clock.now_ns() + int(remaining_s * 1e9)
+        return RequestContext(
+            request_id=headers.get(REQUEST_ID_HEADER, ""),
+            headers=headers,
+            deadline_ns=deadline_ns,
+            transport="grpc",
+        )
 
     def _run(self, coro: Coroutine[Any, Any, T], context: grpc.ServicerContext) -> T:
         """Run ``coro`` on the event loop and wait for it; map domain errors to gRPC statuses."""
@@ -114,7 +147,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         context.add_callback(cancel.cancel)  # fires when the call ends: cancelled, deadline, or answered
         try:
             decoded = self._decode(request)
-            return encode_infer_response(self._api.infer_blocking(decoded, self._loop, cancel))
+            result = self._api.infer_blocking(decoded, self._request_context(context), self._loop, cancel)
+            return encode_infer_response(result)
         except ModelServeError as exc:
             context.abort(GRPC_STATUS[exc.code], exc.message)
         except Exception:
@@ -124,52 +158,79 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     def ModelStreamInfer(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
         """Requests run concurrently and are answered as they complete; a failed request gets
-        ``error_message`` (with its id) and the stream stays open."""
-        results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        submitted: list[concurrent.futures.Future[Any]] = []
-        finished_reading = threading.Event()
+        ``error_message`` (with its id) and the stream stays open.
+
+        At most ``grpc.max_stream_inflight`` requests of a stream are in flight: the reader takes a slot
+        before it reads the next message, so a client that sends faster than the model answers is slowed
+        by gRPC's flow control instead of growing a queue here.
+        """
+        request_context = self._request_context(context)
+        slots = threading.BoundedSemaphore(self._max_stream_inflight)
+        # Holds at most max_stream_inflight answers plus the end marker: never blocks a producer.
+        answers: queue.Queue[concurrent.futures.Future[Any] | None] = queue.Queue()
+        running: set[concurrent.futures.Future[Any]] = set()
+        lock = threading.Lock()
+        stopped = threading.Event()
+        submitted = [0]  # written by the reader before each submission; final once it posts None
 
         async def one(message: Any) -> Any:
             try:
                 decoded = self._decode(message)
-                response = encode_infer_response(await self._api.infer(decoded))
+                response = encode_infer_response(await self._api.infer(decoded, request_context))
                 return pb.ModelStreamInferResponse(infer_response=response)
             except ModelServeError as exc:
                 failed = pb.ModelStreamInferResponse(error_message=exc.message)
                 failed.infer_response.id = message.id
                 return failed
 
+        def answered(future: concurrent.futures.Future[Any]) -> None:
+            with lock:
+                running.discard(future)
+            answers.put(future)
+
         def read() -> None:
             try:
                 for message in request_iterator:
+                    while not slots.acquire(timeout=_STREAM_POLL_S):
+                        if stopped.is_set():
+                            return
+                    if stopped.is_set():
+                        return
                     future = asyncio.run_coroutine_threadsafe(one(message), self._loop)
-                    submitted.append(future)
-                    future.add_done_callback(results.put)
+                    with lock:
+                        running.add(future)
+                        submitted[0] += 1
+                    future.add_done_callback(answered)
+            except Exception as exc:  # the stream broke (client gone, or a malformed frame)
+                log.debug("gRPC stream reader ended: %s", exc)
             finally:
-                finished_reading.set()
-                results.put(None)
+                answers.put(None)
 
         def cancel_all() -> None:
-            for future in submitted:
+            stopped.set()
+            with lock:
+                pending = list(running)
+            for future in pending:
                 future.cancel()
 
         context.add_callback(cancel_all)
         reader = threading.Thread(target=read, name="grpc-stream-reader", daemon=True)
         reader.start()
-        answered = 0
-        while True:
-            item = results.get()
-            if item is not None:
-                answered += 1
-                try:
-                    yield item.result()
-                except concurrent.futures.CancelledError:
-                    return
-                except Exception:
-                    log.exception("unexpected error in a gRPC stream request")
-                    yield pb.ModelStreamInferResponse(error_message="internal server error")
-            if finished_reading.is_set() and answered == len(submitted):
-                break
+        reading, delivered = True, 0
+        while reading or delivered < submitted[0]:
+            item = answers.get()
+            if item is None:
+                reading = False
+                continue
+            delivered += 1
+            slots.release()
+            try:
+                yield item.result()
+            except concurrent.futures.CancelledError:
+                return
+            except Exception:
+                log.exception("unexpected error in a gRPC stream request")
+                yield pb.ModelStreamInferResponse(error_message="internal server error")
 
     def _unsupported(self, request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "this extension is not supported by this server")

@@ -14,7 +14,7 @@ POST     /v2/repository/index                            repository index
 POST     /v2/repository/models/{m}/load|unload           model control (explicit mode only)
 GET      /dashboard, /dashboard/{file}                   the live dashboard page and its static files
 GET      /v2/alerts                                      firing, pending and resolved alerts
-GET      /v2/dashboard/summary[?window=seconds]          the dashboard's data (``protocol/dashboard.py``)
+GET      /v2/dashboard/summary[?window=seconds]          the dashboard's data (``service/dashboard.py``)
 =======  =============================================  ==========================================
 
 Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
@@ -32,19 +32,20 @@ from urllib.parse import parse_qs
 import orjson
 
 from modelserve.config import LimitSettings
+from modelserve.core.context import MAX_HEADER_VALUE_CHARS, REQUEST_ID_HEADER, RequestContext
 from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
-from modelserve.core.inference import InferRequest, InferResponse
+from modelserve.core.inference import InferRequest, InferResult
 from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from modelserve.protocol import documents
-from modelserve.protocol.api import InferenceAPI
-from modelserve.protocol.dashboard import dashboard_summary, parse_window_s
-from modelserve.protocol.operations import Operations
 from modelserve.protocol.rest_codec import (
     RestLimits,
     decode_infer_request,
     encode_infer_response,
     parse_json_body,
 )
+from modelserve.service.dashboard import dashboard_summary, parse_window_s
+from modelserve.service.dataplane import DataPlane
+from modelserve.service.operations import Operations
 from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
 from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
@@ -135,13 +136,16 @@ class HttpApp:
 
     def __init__(
         self,
-        api: InferenceAPI,
+        api: DataPlane,
         limits: LimitSettings,
         metrics: ServerMetrics | None = None,
         operations: Operations | None = None,
         dashboard: DashboardAssets | None = None,
+        *,
+        context_headers: frozenset[str] = frozenset(),
     ) -> None:
         self._api = api
+        self._wanted_headers = frozenset(name.encode("latin-1") for name in context_headers | {REQUEST_ID_HEADER})
         self._metrics = metrics
         self._operations = operations
         self._dashboard = dashboard
@@ -359,7 +363,7 @@ class HttpApp:
             if header_length < 0:
                 raise DecodeError("Inference-Header-Content-Length must be >= 0")
         decoded = decode_infer_request(body, header_length, name, version, self._rest_limits)
-        response = await self._infer_unless_disconnected(decoded.request, receive)
+        response = await self._infer_unless_disconnected(decoded.request, self._request_context(scope), receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
@@ -372,7 +376,19 @@ class HttpApp:
             extra.append((b"content-encoding", encoding.encode()))
         await _send(send, 200, payload, content_type, extra)
 
-    async def _infer_unless_disconnected(self, request: InferRequest, receive: Receive) -> InferResponse:
+    def _request_context(self, scope: dict[str, Any]) -> RequestContext:
+        """The configured headers only: nothing else a client sends is decoded or kept."""
+        wanted = self._wanted_headers
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1")[:MAX_HEADER_VALUE_CHARS]
+            for key, value in scope["headers"]
+            if key in wanted
+        }
+        return RequestContext(request_id=headers.get(REQUEST_ID_HEADER, ""), headers=headers, transport="http")
+
+    async def _infer_unless_disconnected(
+        self, request: InferRequest, context: RequestContext, receive: Receive
+    ) -> InferResult:
         """Run the request, cancelling it if the client disconnects first: a queued request whose client
         is gone is dropped before it runs, and never takes a place in a batch."""
         current = asyncio.current_task()
@@ -388,7 +404,7 @@ class HttpApp:
 
         watcher.add_done_callback(on_message)
         try:
-            return await self._api.infer(request)
+            return await self._api.infer(request, context)
         except asyncio.CancelledError:
             if disconnected and current.uncancel() == 0:
                 raise ClientDisconnected from None

@@ -30,8 +30,8 @@ from modelserve.core.clock import wall_time_ms
 from modelserve.core.errors import ValidationError
 from modelserve.observability.drift_results import DriftWindowResult
 from modelserve.observability.monitor import VersionWindow
-from modelserve.protocol.api import InferenceAPI
-from modelserve.protocol.operations import Operations
+from modelserve.service.dataplane import DataPlane
+from modelserve.service.operations import Operations
 
 __all__ = [
     "DEFAULT_WINDOW_S",
@@ -71,7 +71,7 @@ def parse_window_s(raw: str | None) -> float:
     return window_s
 
 
-def dashboard_summary(api: InferenceAPI, operations: Operations, window_s: float) -> dict[str, Any]:
+def dashboard_summary(api: DataPlane, operations: Operations, window_s: float) -> dict[str, Any]:
     """The dashboard document over the trailing ``window_s`` seconds (see the module docstring).
 
     Reads in-memory state only (no awaits, no I/O): call it on the event loop. ``window_s`` is assumed

@@ -1,16 +1,15 @@
-"""Builds the observability parts from the settings, for the composition root (``app.py``).
+"""Builds the observability parts from the settings, for the engine (``app/engine.py``).
 
 One place that knows which settings feed which part: the windowed monitor (dashboard, alerts), drift
 detection, the prediction log, the alert manager with its optional webhook, and the metric collectors that
-read them. Nothing here starts a thread; :meth:`OperationsParts.start` and :meth:`stop` do.
+read them. Nothing here starts a thread; :meth:`ObservabilityParts.start` and :meth:`stop` do.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from modelserve.config import AlertSettings, PredictionLogFormat, Settings
+from modelserve.config import AlertSettings, PredictionLogFormat, Settings, SettingsError
 from modelserve.core.clock import Clock, wall_time_ms
 from modelserve.observability.alerts import AlertManager
 from modelserve.observability.drift import DriftMonitor
@@ -19,17 +18,15 @@ from modelserve.observability.monitor import Monitor
 from modelserve.observability.observation import Observer
 from modelserve.observability.prediction_log import PredictionLog
 from modelserve.observability.webhook import WebhookNotifier
-from modelserve.protocol.operations import Operations
 from modelserve.repository.loaded import VersionState
 from modelserve.repository.manager import ModelManager
+from modelserve.service.operations import Operations
 
-__all__ = ["OperationsParts", "build_operations"]
-
-log = logging.getLogger("modelserve")
+__all__ = ["ObservabilityParts", "build_observability"]
 
 
 @dataclass(frozen=True, slots=True)
-class OperationsParts:
+class ObservabilityParts:
     monitor: Monitor
     drift: DriftMonitor
     prediction_log: PredictionLog
@@ -41,18 +38,16 @@ class OperationsParts:
         """What the inference API hands served requests to (only the parts that are on)."""
         return [observer for observer in (self.prediction_log, self.drift) if observer.enabled]
 
-    def start(self) -> bool:
-        """Start the background threads; False (with the reason logged) when a setting cannot be honoured."""
+    def start(self) -> None:
+        """Start the background threads. Raises :class:`SettingsError` when a setting cannot be honoured."""
         try:
             self.prediction_log.start()
-        except ImportError:
-            log.error(
+        except ImportError as exc:
+            raise SettingsError(
                 "prediction_log.format is parquet, which needs pyarrow: pip install 'modelserve[parquet]' "
                 "or set prediction_log.format: jsonl"
-            )
-            return False
+            ) from exc
         self.drift.start()
-        return True
 
     def stop(self) -> None:
         """Write what is queued and end the threads (blocking; bounded by each part's timeout)."""
@@ -73,9 +68,9 @@ def _webhook(settings: AlertSettings, metrics: ServerMetrics) -> WebhookNotifier
     )
 
 
-def build_operations(
+def build_observability(
     settings: Settings, manager: ModelManager, metrics: ServerMetrics, clock: Clock
-) -> OperationsParts:
+) -> ObservabilityParts:
     metrics.watch_models(
         lambda: [
             VersionMetrics(
@@ -127,4 +122,4 @@ def build_operations(
     operations = Operations(
         monitor, drift, alerts, settings.dashboard.enabled, drift_psi_threshold=drift_settings.psi_threshold
     )
-    return OperationsParts(monitor, drift, prediction_log, alerts, operations)
+    return ObservabilityParts(monitor, drift, prediction_log, alerts, operations)

@@ -1,13 +1,15 @@
-"""The one entry point both transports call: health, metadata, config, infer, statistics, repository.
+"""The dataplane: the one entry point every front end calls (REST, gRPC, the in-process Engine) for
+health, metadata, config, inference, statistics and the repository.
 
-Transports decode wire bytes into core types (``rest_codec``, ``grpc_codec``), call this API, and
-encode what it returns. Nothing here knows HTTP or gRPC.
+Transports decode wire bytes into core types (``protocol/rest_codec``, ``protocol/grpc_codec``) and a
+:class:`~modelserve.core.context.RequestContext`, call this, and encode what it returns. Nothing here knows
+HTTP or gRPC. The inference path is written once (:meth:`DataPlane.infer_steps`) and carried out by the
+async or the blocking driver (``core/steps.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,23 +17,25 @@ from typing import Any
 import numpy as np
 
 from modelserve.core.cancellation import CancelToken
-from modelserve.core.clock import wall_time_ms
+from modelserve.core.clock import Clock, wall_time_ms
+from modelserve.core.context import EMPTY_CONTEXT, RequestContext
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
-from modelserve.core.inference import InferRequest, InferResponse, ParameterValue
+from modelserve.core.inference import InferRequest, InferResult, ParameterValue
 from modelserve.core.names import check_model_name
+from modelserve.core.steps import Steps, drive, drive_blocking
 from modelserve.observability.observation import Observation, Observer
 from modelserve.observability.statistics import ModelVersionStatistics
-from modelserve.protocol.classification import classify
-from modelserve.protocol.validation import output_names_for, validate_inputs
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.model_config import ModelConfig
 from modelserve.routing.aliases import Alias
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
+from modelserve.service.classification import classify
+from modelserve.service.validation import output_names_for, validate_inputs
 
-__all__ = ["EXTENSIONS", "InferenceAPI", "ModelMetadata", "TensorMetadata"]
+__all__ = ["EXTENSIONS", "DataPlane", "ModelMetadata", "TensorMetadata"]
 
 # Only what is implemented: perf_analyzer and clients change behaviour on these.
 EXTENSIONS = (
@@ -60,7 +64,10 @@ class ModelMetadata:
     outputs: list[TensorMetadata]
 
 
-class InferenceAPI:
+class DataPlane:
+    """Thread-safe where it says so: ``infer_blocking`` runs on any thread but the loop's; everything
+    else runs on the event loop."""
+
     def __init__(
         self,
         *,
@@ -69,6 +76,7 @@ class InferenceAPI:
         manager: ModelManager,
         router: Router,
         gate: AdmissionGate,
+        clock: Clock,
         max_requested_outputs: int,
         model_control_mode: str,
         drain_timeout_s: float,
@@ -79,6 +87,7 @@ class InferenceAPI:
         self._manager = manager
         self._router = router
         self._gate = gate
+        self._clock = clock
         self._max_requested_outputs = max_requested_outputs
         self._model_control_mode = model_control_mode
         self._drain_timeout_s = drain_timeout_s
@@ -104,7 +113,7 @@ class InferenceAPI:
     async def is_model_ready(self, name: str, version: str) -> bool:
         """Raises RoutingError (NOT_FOUND) for a model the repository does not have."""
         try:
-            loaded = await self._router.resolve(name, version)
+            loaded = await self._resolve(name, version)
         except RoutingError as exc:
             if exc.code is ErrorCode.NOT_FOUND and not self._manager.is_known(name):
                 raise
@@ -115,7 +124,7 @@ class InferenceAPI:
         return {"name": self.server_name, "version": self.server_version, "extensions": list(EXTENSIONS)}
 
     async def _resolve(self, name: str, version: str) -> LoadedVersion:
-        return await self._router.resolve(name, version)
+        return await drive(self._router.resolve(name, version), clock=self._clock)
 
     async def model_metadata(self, name: str, version: str) -> ModelMetadata:
         loaded = await self._resolve(name, version)
@@ -135,35 +144,43 @@ class InferenceAPI:
 
     # -- inference --------------------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Run one request from the event loop. Raises a :class:`ModelServeError` subclass for anything the
-        client can fix or retry; the message is safe to send."""
-        started_ns = time.monotonic_ns()
+    def infer_steps(self, request: InferRequest, context: RequestContext) -> Steps[InferResult]:
+        """The request path, once for every transport: admit, resolve, validate, schedule, answer, observe.
+        Raises a :class:`ModelServeError` subclass for anything the client can fix or retry; the message is
+        safe to send."""
+        started_ns = self._clock.now_ns()
         with self._gate.admit():
-            loaded = await self._router.resolve(request.model_name, request.model_version)
+            loaded = yield from self._router.resolve(request.model_name, request.model_version, context)
             output_names = self._check(request, loaded)
-            outputs = await loaded.scheduler.execute(request, output_names)
+            outputs = yield from loaded.scheduler.execute(request, output_names, context)
         response = self._respond(request, loaded, output_names, outputs)
         if self._observers:
-            self._observe(request, response, started_ns)
+            self._observe(request, context, response, started_ns)
         return response
+
+    async def infer(self, request: InferRequest, context: RequestContext = EMPTY_CONTEXT) -> InferResult:
+        """Run one request from the event loop (REST, the in-process engine)."""
+        return await drive(self.infer_steps(request, context), clock=self._clock, deadline_ns=context.deadline_ns)
 
     def infer_blocking(
-        self, request: InferRequest, loop: asyncio.AbstractEventLoop, cancel: CancelToken | None = None
-    ) -> InferResponse:
-        """The same from a thread that is not ``loop``'s (gRPC calls). Without batching the model runs on
-        this thread; an on-demand load runs on ``loop``. ``cancel`` fires when the client goes away."""
-        started_ns = time.monotonic_ns()
-        with self._gate.admit():
-            loaded = self._router.resolve_blocking(request.model_name, request.model_version, loop)
-            output_names = self._check(request, loaded)
-            outputs = loaded.scheduler.execute_blocking(request, output_names, cancel)
-        response = self._respond(request, loaded, output_names, outputs)
-        if self._observers:
-            self._observe(request, response, started_ns)
-        return response
+        self,
+        request: InferRequest,
+        context: RequestContext,
+        loop: asyncio.AbstractEventLoop,
+        cancel: CancelToken | None = None,
+    ) -> InferResult:
+        """The same from a thread that is not ``loop``'s (gRPC calls): without batching or on the batcher's
+        fast path the model runs on this thread; an on-demand load runs on ``loop``. ``cancel`` fires when
+        the client goes away."""
+        return drive_blocking(
+            self.infer_steps(request, context),
+            loop=loop,
+            clock=self._clock,
+            cancel=cancel,
+            deadline_ns=context.deadline_ns,
+        )
 
-    def _observe(self, request: InferRequest, response: InferResponse, started_ns: int) -> None:
+    def _observe(self, request: InferRequest, context: RequestContext, response: InferResult, started_ns: int) -> None:
         """Hands the request to the observers that sample it (prediction log, drift); never raises into
         the request: a served answer is not turned into an error by its bookkeeping."""
         model, version = response.model_name, response.model_version
@@ -174,12 +191,13 @@ class InferenceAPI:
             model=model,
             version=version,
             requested_version=request.model_version,
-            request_id=request.id,
+            request_id=request.id or context.request_id or None,
             inputs=request.inputs,
             outputs=response.outputs,
             parameters=request.parameters,
-            latency_ns=time.monotonic_ns() - started_ns,
+            latency_ns=self._clock.now_ns() - started_ns,
             time_ms=wall_time_ms(),
+            context=context,
         )
         for observer in wanting:
             observer.submit(observation)
@@ -191,7 +209,7 @@ class InferenceAPI:
     @staticmethod
     def _respond(
         request: InferRequest, loaded: LoadedVersion, output_names: list[str], outputs: dict[str, np.ndarray]
-    ) -> InferResponse:
+    ) -> InferResult:
         signature = loaded.signature
         datatypes = {name: signature.outputs_by_name[name].datatype for name in output_names}
         if request.requested_outputs is not None:
@@ -202,7 +220,7 @@ class InferenceAPI:
                         outputs[requested.name], top_n, signature.max_batch_size, requested.name
                     )
                     datatypes[requested.name] = Datatype.BYTES
-        return InferResponse(
+        return InferResult(
             model_name=signature.name,
             model_version=loaded.version,
             outputs=outputs,

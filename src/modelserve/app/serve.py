@@ -1,0 +1,175 @@
+"""The server: the engine (``app/engine.py``) plus its listeners, signal handling and a clean shutdown.
+
+The only module that imports the transports. Shutdown on SIGTERM/SIGINT:
+readiness turns false and new requests get 503 at once; in-flight requests finish (bounded by
+``server.drain_timeout_s``); the listeners close; every model unloads and worker processes are reaped;
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import grpc
+import uvicorn
+
+from modelserve import __version__
+from modelserve.app.engine import Engine
+from modelserve.config import Settings, SettingsError
+from modelserve.repository.release import limit_malloc_arenas
+from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
+from modelserve.transport.http.app import HttpApp
+from modelserve.transport.http.dashboard_assets import DashboardAssets
+from modelserve.transport.http.metrics_app import MetricsApp
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("modelserve")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this process drains first, then tells uvicorn to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Server:
+    """One modelserve process: an :class:`Engine` plus its REST, gRPC and metrics listeners."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _listener(self, app: HttpApp | MetricsApp, port: int) -> _UvicornServer:
+        return _UvicornServer(
+            uvicorn.Config(
+                app,
+                host=self.settings.server.host,
+                port=port,
+                http="httptools",
+                loop="none",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_keep_alive=30,
+                server_header=False,
+                date_header=False,
+            )
+        )
+
+    def _grpc_server(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> grpc.Server | None:
+        settings = self.settings
+        server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=settings.grpc.worker_threads, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
+        )
+        servicer = InferenceServicer(
+            engine.dataplane,
+            settings.limits,
+            loop,
+            clock=engine.clock,
+            context_headers=frozenset(settings.server.context_headers),
+            max_stream_inflight=settings.grpc.max_stream_inflight,
+        )
+        add_to_server(servicer, server)
+        address = f"{settings.server.host}:{settings.grpc.port}"
+        if server.add_insecure_port(address) == 0:
+            log.error("cannot listen for gRPC on %s", address)
+            return None
+        return server
+
+    async def run(self) -> int:
+        settings = self.settings
+        limit_malloc_arenas()
+        engine = Engine(settings)
+        try:
+            await engine.start()  # loading runs behind the listeners: live at once, ready when loaded
+        except SettingsError as exc:
+            log.error("%s", exc)
+            await engine.stop()
+            return 2
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        listeners: set[asyncio.Task[None]] = set()
+        try:
+            grpc_server = self._grpc_server(engine, loop) if settings.grpc.enabled else None
+            if settings.grpc.enabled and grpc_server is None:
+                return 2
+            http_server = None
+            if settings.http.enabled:
+                http_app = HttpApp(
+                    engine.dataplane,
+                    settings.limits,
+                    engine.metrics if settings.metrics.enabled else None,
+                    engine.operations,
+                    DashboardAssets.load() if settings.dashboard.enabled else None,
+                    context_headers=frozenset(settings.server.context_headers),
+                )
+                http_server = self._listener(http_app, settings.http.port)
+            metrics_server = None
+            if settings.metrics.port is not None:
+                metrics_server = self._listener(MetricsApp(engine.metrics), settings.metrics.port)
+            async with asyncio.TaskGroup() as group:
+                if grpc_server is not None:
+                    grpc_server.start()
+                for server in (http_server, metrics_server):
+                    if server is not None:
+                        listeners.add(group.create_task(server.serve()))
+                log.info(
+                    "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
+                    __version__,
+                    settings.server.host,
+                    settings.http.port,
+                    settings.server.host,
+                    settings.grpc.port,
+                    settings.repository.path,
+                )
+                stop_task = group.create_task(self._stop.wait())
+                done, _ = await asyncio.wait({stop_task} | listeners, return_when=asyncio.FIRST_COMPLETED)
+                if done & listeners and not self._stop.is_set():
+                    log.error("an HTTP listener stopped (port in use?); shutting down")
+                    stop_task.cancel()
+                log.info("shutting down: draining in-flight requests (up to %.0f s)", settings.server.drain_timeout_s)
+                await engine.drain()
+                for server in (http_server, metrics_server):
+                    if server is not None:
+                        server.should_exit = True
+                if grpc_server is not None:
+                    stopped = grpc_server.stop(grace=1.0)
+                    await asyncio.to_thread(stopped.wait, 5.0)
+        finally:
+            await engine.stop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")
+        if any(task.done() and not task.cancelled() for task in listeners) and not self._stop.is_set():
+            return 1
+        return 0
+
+
+def run(settings: Settings) -> int:
+    """Run a server until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # uvloop is optional on platforms without it
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(Server(settings).run())
