@@ -185,6 +185,7 @@ def _wait_blocking(
         return None
     assert not isinstance(step, OnLoop), "drive_blocking hands OnLoop steps to the loop first"
     if cancel is not None and cancel.is_cancelled:
+        step.future.cancel()
         step.abandon()
         raise cancelled()
     try:

@@ -1,1 +1,2 @@
-"""What the server measures about itself: statistics (Triton's extension) now, metrics and logs later."""
+"""What the server measures about itself: statistics (Triton's extension), Prometheus metrics, the windowed
+monitor, alerts, drift against reference profiles and the sampled prediction log."""

@@ -9,7 +9,6 @@ order of the inputs that carry ``binary_data_size``. Every length is checked aga
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -237,7 +236,3 @@ def encode_infer_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
-
-
-def shape_count(shape: list[int]) -> int:
-    return math.prod(shape)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -173,7 +173,3 @@ def tensor_to_json_data(array: np.ndarray, datatype: Datatype, name: str) -> Any
                 ) from exc
         return values
     return flat
-
-
-def seq(values: Sequence[int]) -> list[int]:
-    return [int(v) for v in values]

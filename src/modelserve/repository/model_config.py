@@ -127,7 +127,7 @@ def ignored_fields(config: ModelConfig) -> list[str]:
 
 def _is_set(config: ModelConfig, name: str) -> bool:
     field = config.DESCRIPTOR.fields_by_name[name]
-    if field.label == field.LABEL_REPEATED:
+    if field.is_repeated:  # protobuf 6 deprecates field.label
         return len(getattr(config, name)) > 0
     if field.message_type is not None:
         return bool(config.HasField(name))

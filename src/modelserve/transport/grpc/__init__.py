@@ -1,1 +1,1 @@
-"""The gRPC front end: ``inference.GRPCInferenceService`` on grpc.aio."""
+"""The gRPC front end: ``inference.GRPCInferenceService`` on grpcio's synchronous server (``servicer.py`` says why)."""
