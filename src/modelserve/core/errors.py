@@ -5,7 +5,14 @@ A request moves through stages, and each stage raises its own error class::
     bytes --decode--> InferRequest --route--> model version --validate--> queue --run--> outputs --encode--> bytes
           DecodeError               RoutingError          ValidationError   QueueError  RuntimeFailure  EncodeError
 
-Load-time failures (a bad config, a model file that disagrees with it) are ``ModelLoadError``.
+Load-time failures are ``ModelLoadError``, each with the stage of the load that raised it
+(``LoadStage``), in the order a load runs::
+
+    budget --> config --> checksum --> load --> verify --> warmup --> READY
+
+budget: no room under ``repository.memory_budget_mb``; config: config.pbtxt, version_policy or scheduler
+settings; checksum: ``SHA256SUMS``; load: the runtime reads the model file; verify: the config disagrees
+with the model file, or an instance is unhealthy; warmup: a ``model_warmup`` request failed.
 
 Every error carries an :class:`ErrorCode`. The transports own the mapping from code to HTTP status and
 gRPC status, each in one table (``transport/http/errors.py``, ``transport/grpc/errors.py``); nothing below
@@ -16,11 +23,13 @@ they never carry tracebacks, file system paths or internal keys, because they ar
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 __all__ = [
     "DecodeError",
     "EncodeError",
     "ErrorCode",
+    "LoadStage",
     "ModelLoadError",
     "ModelServeError",
     "QueueError",
@@ -100,7 +109,26 @@ class EncodeError(ModelServeError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
+LoadStage = Literal["budget", "config", "checksum", "load", "verify", "warmup"]
+
+
 class ModelLoadError(ModelServeError):
-    """A model version could not be loaded: bad config, missing file, config and model file disagree."""
+    """A model version could not be loaded: bad config, missing file, config and model file disagree.
+
+    ``stage`` says where the load stopped (see the module docstring); it is set by the code that raises,
+    never guessed from the message, and labels ``modelserve_model_load_failures_total``. A runtime that
+    cannot read its model file raises with the default, ``"load"``.
+    """
 
     code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: LoadStage = "load",
+        code: ErrorCode | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
+        self.stage: LoadStage = stage

@@ -44,7 +44,9 @@ __all__ = ["OnLoop", "PostToLoop", "RunBlocking", "Step", "Steps", "WaitFor", "d
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+# Plain (not frozen) slotted dataclasses: a frozen one's __init__ costs ~150 ns more, and the gRPC fast
+# path creates one step per request. Nothing mutates a step after it is yielded.
+@dataclass(slots=True)
 class RunBlocking:
     """Run ``call`` (blocking) and resume with its result: in ``executor`` from the loop (None: the loop's
     default executor), in place on a thread. ``call`` must release what it holds itself, on its thread."""
@@ -53,7 +55,7 @@ class RunBlocking:
     executor: concurrent.futures.Executor | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitFor:
     """Wait for ``future``, which another thread or the loop completes. ``abandon`` is called once the
     waiter has given up for good: withdraw it if it still waits, hand on what it was given if it was."""
@@ -62,14 +64,14 @@ class WaitFor:
     abandon: Callable[[], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OnLoop:
     """Run the coroutine ``make()`` on the event loop and resume with its result (a load, an alias read)."""
 
     make: Callable[[], Coroutine[Any, Any, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PostToLoop:
     """Call ``call`` on the event loop's thread without waiting for it (queueing into a loop-owned queue)."""
 

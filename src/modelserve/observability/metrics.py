@@ -122,7 +122,9 @@ class _ModelCollector(Collector):
         )
         load = GaugeMetricFamily("nv_model_load_duration_secs", "Time the version took to load.", labels=labels)
         memory = GaugeMetricFamily(
-            "modelserve_model_memory_bytes", "Resident memory the version took at load.", labels=labels
+            "modelserve_model_memory_bytes",
+            "Memory the version holds, measured at load (the index's memory_source says how).",
+            labels=labels,
         )
         warmup = GaugeMetricFamily(
             "modelserve_model_warmup_duration_seconds", "Time the version's warm-up took.", labels=labels
@@ -307,7 +309,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.load_failures = Counter(
             "modelserve_model_load_failures",
-            "Model version loads that did not reach READY, by stage (checksum, warmup, load).",
+            "Model version loads that did not reach READY, by stage (budget, config, checksum, load, verify, warmup).",
             ["model", "stage"],
             registry=self.registry,
         )

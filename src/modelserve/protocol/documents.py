@@ -113,8 +113,8 @@ def statistics_document(stats: list[ModelVersionStatistics]) -> dict[str, Any]:
 
 def index_document(entries: list[IndexEntry], *, with_details: bool = False) -> list[dict[str, Any]]:
     """Triton's fields (name, version, state, reason); ``with_details`` adds, for loaded versions, what
-    REST clients may read and Triton's gRPC message has no field for: memory_bytes, load_ms, warmup_ms,
-    cold_start_ms."""
+    REST clients may read and Triton's gRPC message has no field for: memory_bytes with memory_source (how
+    it was measured: worker-rss, file-size, pickled-size or floor), load_ms, warmup_ms, cold_start_ms."""
     out: list[dict[str, Any]] = []
     for entry in entries:
         item: dict[str, Any] = {"name": entry.name, "state": entry.state.value}
@@ -122,8 +122,11 @@ def index_document(entries: list[IndexEntry], *, with_details: bool = False) -> 
             item["version"] = entry.version
         if entry.reason:
             item["reason"] = entry.reason
-        if with_details and entry.load_ms:
+        # Only loaded versions have a measured size (never 0), so memory_source marks them. load_ms is no
+        # such mark: a load timed by a fake clock (in-process tests) takes 0 ms.
+        if with_details and entry.memory_source:
             item["memory_bytes"] = entry.memory_bytes
+            item["memory_source"] = entry.memory_source
             item["load_ms"] = round(entry.load_ms, 2)
             item["warmup_ms"] = round(entry.warmup_ms, 2)
             if entry.cold_start_ms:

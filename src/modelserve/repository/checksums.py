@@ -44,7 +44,9 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{owner}: cannot read {MANIFEST_FILENAME}: {type(exc).__name__}") from exc
+        raise ModelLoadError(
+            f"{owner}: cannot read {MANIFEST_FILENAME}: {type(exc).__name__}", stage="checksum"
+        ) from exc
     checked = 0
     listed: set[Path] = set()
     for number, line in enumerate(lines, start=1):
@@ -53,25 +55,29 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
         match = _LINE.match(line)
         if match is None:
             raise ModelLoadError(
-                f"{owner}: {MANIFEST_FILENAME} line {number} is not '<sha256 hex>  <file>' (make it with sha256sum)"
+                f"{owner}: {MANIFEST_FILENAME} line {number} is not '<sha256 hex>  <file>' (make it with sha256sum)",
+                stage="checksum",
             )
         expected, name = match.group(1).lower(), match.group(2)
         target = (version_dir / name).resolve()
         if Path(name).is_absolute() or not target.is_relative_to(root) or target == root:
             raise ModelLoadError(
-                f"{owner}: {MANIFEST_FILENAME} line {number} names '{name}', outside the version folder"
+                f"{owner}: {MANIFEST_FILENAME} line {number} names '{name}', outside the version folder",
+                stage="checksum",
             )
         try:
             actual = _sha256(target)
         except OSError as exc:
             raise ModelLoadError(
                 f"{owner}: checksum check failed: '{name}' listed in {MANIFEST_FILENAME} cannot be read "
-                f"({type(exc).__name__})"
+                f"({type(exc).__name__})",
+                stage="checksum",
             ) from exc
         if actual != expected:
             raise ModelLoadError(
                 f"{owner}: checksum mismatch for '{name}': {MANIFEST_FILENAME} says sha256 {expected}, "
-                f"the file has sha256 {actual}; the file is corrupt or was replaced"
+                f"the file has sha256 {actual}; the file is corrupt or was replaced",
+                stage="checksum",
             )
         checked += 1
         listed.add(target)
@@ -83,6 +89,7 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
     if unlisted:
         raise ModelLoadError(
             f"{owner}: files not listed in {MANIFEST_FILENAME}: {', '.join(unlisted[:5])}; list every file of the "
-            "version folder (sha256sum * > SHA256SUMS) or remove the extra ones"
+            "version folder (sha256sum * > SHA256SUMS) or remove the extra ones",
+            stage="checksum",
         )
     return checked

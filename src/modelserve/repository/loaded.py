@@ -53,6 +53,8 @@ class LoadedVersion:
     statistics: ModelVersionStatistics
     load_ns: int = 0
     warmup_ns: int = 0
+    # How ``statistics.memory_bytes`` was measured (``repository.memory.version_memory``'s source).
+    memory_source: str = ""
 
     @property
     def is_ready(self) -> bool:

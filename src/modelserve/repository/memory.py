@@ -1,12 +1,15 @@
 """The memory budget: which models to unload so that another one fits. A pure function of the models'
-measured sizes, their last use and whether they may go; the manager measures and unloads.
+sizes, their last use and whether they may go; ``eviction.py`` gathers those facts and unloads.
 
 Rules: pinned models never go; models with requests in flight never go; among the rest the least
 recently used go first, only as many as needed. If unloading every candidate would still not make room,
 nothing is unloaded and the load is refused (the caller says why).
 
-Sizes are measured as the growth of the server's resident memory (its own and its worker processes')
-while a version loads: a close, cheap estimate; loads that run at the same moment blur each other's.
+Sizes are what each runtime instance reports it holds (``Runtime.memory_bytes``: a worker's RSS, the
+model files' size, an estimator's pickled size, or the runtime's floor), summed per version by
+:func:`version_memory`. They are never the growth of the server's resident memory while a version
+loads: that counted scikit-learn's import (~100 MB) against the first sklearn model and 0 against a
+model reloaded into pages an earlier unload had freed, so after some churn the budget counted nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import psutil
+from modelserve.runtimes.base import MemoryFootprint
 
-__all__ = ["ModelUsage", "choose_evictions", "resident_bytes"]
+__all__ = ["ModelUsage", "VersionMemory", "choose_evictions", "version_memory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +48,15 @@ def choose_evictions(models: Sequence[ModelUsage], *, budget_bytes: int, needed_
     return None
 
 
-def resident_bytes() -> int:
-    """RSS of this process and its children (python-runtime workers)."""
-    process = psutil.Process()
-    total = int(process.memory_info().rss)
-    for child in process.children(recursive=True):
-        try:
-            total += int(child.memory_info().rss)
-        except psutil.Error:
-            continue  # exited in between
-    return total
+@dataclass(frozen=True, slots=True)
+class VersionMemory:
+    size_bytes: int
+    source: str  # the instances' sources, sorted and joined with "+" when they differ
+
+
+def version_memory(instances: Sequence[MemoryFootprint]) -> VersionMemory:
+    """A version holds what its instances hold: the sum, and how the sizes were measured."""
+    return VersionMemory(
+        size_bytes=sum(f.size_bytes for f in instances),
+        source="+".join(sorted({f.source for f in instances})),
+    )

@@ -75,18 +75,23 @@ def read_model_config(model_dir: Path, name: str) -> ModelConfig:
             text_format.Parse(path.read_text(encoding="utf-8"), config)
         except text_format.ParseError as exc:
             raise ModelLoadError(
-                f"model '{name}': {CONFIG_FILENAME} does not parse as a Triton ModelConfig: {exc}"
+                f"model '{name}': {CONFIG_FILENAME} does not parse as a Triton ModelConfig: {exc}", stage="config"
             ) from exc
         except (OSError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"model '{name}': cannot read {CONFIG_FILENAME}: {type(exc).__name__}") from exc
+            raise ModelLoadError(
+                f"model '{name}': cannot read {CONFIG_FILENAME}: {type(exc).__name__}", stage="config"
+            ) from exc
     if not config.name:
         config.name = name
     elif config.name != name:
         raise ModelLoadError(
-            f"model folder '{name}' holds a config.pbtxt named '{config.name}'; the name must match the folder"
+            f"model folder '{name}' holds a config.pbtxt named '{config.name}'; the name must match the folder",
+            stage="config",
         )
     if config.max_batch_size < 0:
-        raise ModelLoadError(f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}")
+        raise ModelLoadError(
+            f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}", stage="config"
+        )
     return config
 
 
@@ -99,7 +104,8 @@ def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKin
     if kind is None and (config.platform or config.backend):
         raise ModelLoadError(
             f"model '{config.name}': platform '{config.platform}' / backend '{config.backend}' is not "
-            f"supported; use one of {', '.join(SUPPORTED)}"
+            f"supported; use one of {', '.join(SUPPORTED)}",
+            stage="config",
         )
     if kind is None and version_dir is not None:
         filename = config.default_model_filename
@@ -111,7 +117,8 @@ def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKin
     if kind is None:
         raise ModelLoadError(
             f"model '{config.name}': no platform or backend in config.pbtxt and no model.onnx, model.skops "
-            'or model.py in its version folder; set backend: "onnxruntime", "sklearn" or "python"'
+            'or model.py in its version folder; set backend: "onnxruntime", "sklearn" or "python"',
+            stage="config",
         )
     if not config.platform:
         config.platform = kind.platform
@@ -139,17 +146,20 @@ def _datatype(config: ModelConfig, kind: str, tensor: mc.ModelInput | mc.ModelOu
     datatype = datatype_from_config_enum(enum_name)
     if datatype is None:
         raise ModelLoadError(
-            f"model '{config.name}': {kind} '{tensor.name}' has data_type {enum_name}; set a TYPE_* such as TYPE_FP32"
+            f"model '{config.name}': {kind} '{tensor.name}' has data_type {enum_name}; set a TYPE_* such as TYPE_FP32",
+            stage="config",
         )
     return datatype
 
 
 def _spec(config: ModelConfig, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> TensorSpec:
     if not tensor.name:
-        raise ModelLoadError(f"model '{config.name}': an {kind} in config.pbtxt has no name")
+        raise ModelLoadError(f"model '{config.name}': an {kind} in config.pbtxt has no name", stage="config")
     dims = tuple(int(d) for d in tensor.dims)
     if any(d < -1 for d in dims):
-        raise ModelLoadError(f"model '{config.name}': {kind} '{tensor.name}' has dims {list(dims)}; use -1 or >= 0")
+        raise ModelLoadError(
+            f"model '{config.name}': {kind} '{tensor.name}' has dims {list(dims)}; use -1 or >= 0", stage="config"
+        )
     reshape = tuple(int(d) for d in tensor.reshape.shape) if tensor.HasField("reshape") else None
     optional = bool(getattr(tensor, "optional", False))
     return TensorSpec(
@@ -169,7 +179,9 @@ def signature_of(config: ModelConfig) -> ModelSignature:
         names = [s.name for s in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ModelLoadError(f"model '{config.name}': {kind} names repeat in config.pbtxt: {duplicates}")
+            raise ModelLoadError(
+                f"model '{config.name}': {kind} names repeat in config.pbtxt: {duplicates}", stage="config"
+            )
     return ModelSignature(
         name=config.name,
         platform=config.platform or config.backend,
@@ -200,7 +212,8 @@ def complete_and_check(config: ModelConfig, metadata: RuntimeMetadata, model_fil
         if not config.input or not config.output:
             raise ModelLoadError(
                 f"model '{config.name}': config.pbtxt must list its input and output tensors; "
-                f"{model_filename} does not declare them"
+                f"{model_filename} does not declare them",
+                stage="verify",
             )
         return
     if not config.input and not config.output and config.max_batch_size == 0:
@@ -226,25 +239,30 @@ def _check(config: ModelConfig, metadata: RuntimeMetadata, model_filename: str) 
             model_tensor = by_name.get(spec.name)
             where = f"model '{config.name}': config.pbtxt {kind} '{spec.name}'"
             if model_tensor is None:
-                raise ModelLoadError(f"{where} is not in {model_filename}, which declares {kind}s {sorted(by_name)}")
+                raise ModelLoadError(
+                    f"{where} is not in {model_filename}, which declares {kind}s {sorted(by_name)}", stage="verify"
+                )
             if model_tensor.datatype is not spec.datatype:
                 raise ModelLoadError(
                     f"{where} has data_type {spec.datatype.config_enum} but {model_filename} declares "
-                    f"{model_tensor.datatype.value}"
+                    f"{model_tensor.datatype.value}",
+                    stage="verify",
                 )
             expected = ((-1,) if batching else ()) + (spec.model_shape if spec.model_shape is not None else spec.dims)
             if not _shapes_agree(expected, model_tensor.dims):
                 raise ModelLoadError(
                     f"{where} has shape {list(expected)} (batch dim included) but {model_filename} declares "
                     f"{list(model_tensor.dims)}"
-                    + ("; with max_batch_size > 0 the model's first dimension must be variable" if batching else "")
+                    + ("; with max_batch_size > 0 the model's first dimension must be variable" if batching else ""),
+                    stage="verify",
                 )
         if kind == "input":
             named = {t.name for t in configured}
             missing = [t.name for t in declared if t.name not in named]
             if missing:
                 raise ModelLoadError(
-                    f"model '{config.name}': {model_filename} needs inputs {missing} that config.pbtxt does not list"
+                    f"model '{config.name}': {model_filename} needs inputs {missing} that config.pbtxt does not list",
+                    stage="verify",
                 )
 
 

@@ -1,33 +1,99 @@
 """Reading the repository folder: which models exist and which numeric version folders each has.
 
 Non-numeric version folders are skipped (Triton does the same) and so are model folders whose name
-is not a valid model name; both are logged once per scan.
+is not a valid model name. :class:`RepositoryListing` keeps the list of models between calls, because
+the index and every ``/metrics`` scrape ask for it on the event loop; it warns once per skipped folder.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelserve.core.errors import ValidationError
 from modelserve.core.names import check_model_name
 
-__all__ = ["list_models", "list_versions"]
+__all__ = ["ModelFolders", "RepositoryListing", "list_models", "list_versions", "scan_models"]
 
 log = logging.getLogger(__name__)
 
+# A directory's mtime moves in steps of the file system's timestamp granularity (a kernel tick on ext4
+# and tmpfs, 1 s on some network file systems, 2 s on FAT). A folder added in the same step as the scan
+# that preceded it leaves the mtime unchanged, so a listing is trusted only once its scan started
+# this long after the mtime it saw ("racy git" has the same problem and the same answer).
+_RACY_WINDOW_NS = 2_000_000_000
 
-def list_models(root: Path) -> list[str]:
-    """Model folder names under ``root``, sorted. Raises ``FileNotFoundError`` if ``root`` is missing."""
-    names = []
+
+@dataclass(frozen=True, slots=True)
+class ModelFolders:
+    names: list[str]  # valid model names, sorted
+    skipped: list[str]  # folders whose name is not a valid model name
+
+
+def scan_models(root: Path) -> ModelFolders:
+    """The folders under ``root`` (hidden ones ignored). Blocking. Raises ``OSError`` (e.g.
+    ``FileNotFoundError``) if ``root`` cannot be listed."""
+    names: list[str] = []
+    skipped: list[str] = []
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         try:
             names.append(check_model_name(entry.name))
         except ValidationError:
-            log.warning("skipping folder %r in the model repository: not a valid model name", entry.name)
-    return names
+            skipped.append(entry.name)
+    return ModelFolders(names=names, skipped=skipped)
+
+
+def list_models(root: Path) -> list[str]:
+    """Model folder names under ``root``, sorted. Raises ``FileNotFoundError`` if ``root`` is missing."""
+    return scan_models(root).names
+
+
+class RepositoryListing:
+    """The model names under ``root``, listed again only when ``root`` itself changed.
+
+    Each call costs one ``stat`` of ``root``; the folder is listed again when its inode, mtime or link
+    count differ from the last listing's, or while that listing is too close to the mtime to trust (see
+    ``_RACY_WINDOW_NS``). Adding, removing or renaming a model folder changes ``root``'s mtime; a change
+    inside a model folder does not, and does not change the list either. A missing or unreadable
+    ``root`` lists no models. Skipped folder names are logged once per name for the listing's lifetime.
+    Not thread-safe: use from one thread (the event loop).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._key: tuple[int, int, int] | None = None
+        self._is_settled = False
+        self._names: list[str] = []
+        self._warned: set[str] = set()
+
+    def names(self) -> list[str]:
+        """Model folder names, sorted (a new list each call)."""
+        try:
+            stat = self._root.stat()
+        except OSError:
+            self._key, self._names = None, []
+            return []
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_nlink)
+        if key == self._key and self._is_settled:
+            return list(self._names)
+        # Wall time, not the injected monotonic clock: it is compared with a file system timestamp.
+        started_ns = time.time_ns()
+        try:
+            folders = scan_models(self._root)
+        except OSError:
+            self._key, self._names = None, []
+            return []
+        for name in folders.skipped:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("skipping folder %r in the model repository: not a valid model name", name)
+        self._key, self._names = key, folders.names
+        self._is_settled = started_ns - stat.st_mtime_ns > _RACY_WINDOW_NS
+        return list(folders.names)
 
 
 def list_versions(model_dir: Path) -> list[int]:

@@ -59,14 +59,17 @@ def _queues(config: ModelConfig, defaults: SchedulingDefaults, owner: str) -> Pr
     default_level = int(batching.default_priority_level) or (levels if batching.priority_levels else 1)
     if not 1 <= default_level <= levels:
         raise ModelLoadError(
-            f"{owner}: dynamic_batching.default_priority_level {default_level} is outside 1..{levels} (priority_levels)"
+            f"{owner}: dynamic_batching.default_priority_level {default_level} is outside 1..{levels} "
+            "(priority_levels)",
+            stage="config",
         )
     base = _level_policy(batching.default_queue_policy, defaults)
     policies = dict.fromkeys(range(1, levels + 1), base)
     for level, raw in batching.priority_queue_policy.items():
         if not 1 <= int(level) <= levels:
             raise ModelLoadError(
-                f"{owner}: dynamic_batching.priority_queue_policy has level {level}, outside 1..{levels}"
+                f"{owner}: dynamic_batching.priority_queue_policy has level {level}, outside 1..{levels}",
+                stage="config",
             )
         policies[int(level)] = _level_policy(raw, defaults)
     return PriorityQueues(levels=levels, default_level=default_level, policies=policies, owner=owner)
@@ -76,7 +79,9 @@ def _policy_name(config: ModelConfig, defaults: SchedulingDefaults, owner: str) 
     parameter = config.parameters.get("batch_policy")
     name = parameter.string_value if parameter is not None else defaults.batch_policy
     if name not in BATCH_POLICIES:
-        raise ModelLoadError(f"{owner}: parameter batch_policy is '{name}'; use one of {', '.join(BATCH_POLICIES)}")
+        raise ModelLoadError(
+            f"{owner}: parameter batch_policy is '{name}'; use one of {', '.join(BATCH_POLICIES)}", stage="config"
+        )
     return str(name)
 
 
@@ -106,7 +111,9 @@ def build_scheduler(
     preferred = tuple(int(size) for size in batching.preferred_batch_size)
     bad = [size for size in preferred if not 1 <= size <= config.max_batch_size]
     if bad:
-        raise ModelLoadError(f"{owner}: preferred_batch_size {bad} outside 1..{config.max_batch_size} (max_batch_size)")
+        raise ModelLoadError(
+            f"{owner}: preferred_batch_size {bad} outside 1..{config.max_batch_size} (max_batch_size)", stage="config"
+        )
     policy = BatchPolicy(
         max_batch_size=int(config.max_batch_size),
         preferred_batch_sizes=preferred,

@@ -33,16 +33,18 @@ def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None)
     enum_name = mc.DataType.Name(spec.data_type)
     datatype = datatype_from_config_enum(enum_name)
     if datatype is None:
-        raise ModelLoadError(f"{owner}: model_warmup input '{name}' has data_type {enum_name}")
+        raise ModelLoadError(f"{owner}: model_warmup input '{name}' has data_type {enum_name}", stage="warmup")
     dims = [int(d) for d in spec.dims]
     if any(d < 0 for d in dims):
-        raise ModelLoadError(f"{owner}: model_warmup input '{name}' needs fixed dims, got {dims}")
+        raise ModelLoadError(f"{owner}: model_warmup input '{name}' needs fixed dims, got {dims}", stage="warmup")
     shape = ([rows] if rows is not None else []) + dims
     count = math.prod(shape)
     source = spec.WhichOneof("input_data_type")
     if datatype is Datatype.BYTES:
         if source == "input_data_file":
-            raise ModelLoadError(f"{owner}: model_warmup input '{name}': BYTES from a file is not supported")
+            raise ModelLoadError(
+                f"{owner}: model_warmup input '{name}': BYTES from a file is not supported", stage="warmup"
+            )
         return np.full(shape, b"" if source == "zero_data" else b"warmup", dtype=object)
     dtype = datatype.numpy_dtype
     if source == "random_data":
@@ -57,17 +59,21 @@ def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None)
         path = (folder / spec.input_data_file).resolve()
         if not path.is_relative_to(folder):
             raise ModelLoadError(
-                f"{owner}: model_warmup file '{spec.input_data_file}' is outside {model_dir.name}/warmup/"
+                f"{owner}: model_warmup file '{spec.input_data_file}' is outside {model_dir.name}/warmup/",
+                stage="warmup",
             )
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise ModelLoadError(f"{owner}: cannot read model_warmup file '{spec.input_data_file}'") from exc
+            raise ModelLoadError(
+                f"{owner}: cannot read model_warmup file '{spec.input_data_file}'", stage="warmup"
+            ) from exc
         needed = count * dtype.itemsize
         if len(raw) < needed:
             raise ModelLoadError(
                 f"{owner}: model_warmup file '{spec.input_data_file}' has {len(raw)} bytes; "
-                f"input '{name}' needs {needed}"
+                f"input '{name}' needs {needed}",
+                stage="warmup",
             )
         return np.frombuffer(raw[:needed], dtype=dtype.newbyteorder("<")).reshape(shape)
     return np.zeros(shape, dtype=dtype)
@@ -87,7 +93,9 @@ def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], 
         for name, spec in warmup.inputs.items():
             tensor_spec = signature.inputs_by_name.get(name)
             if tensor_spec is None:
-                raise ModelLoadError(f"{owner}: model_warmup '{warmup.name}' names unknown input '{name}'")
+                raise ModelLoadError(
+                    f"{owner}: model_warmup '{warmup.name}' names unknown input '{name}'", stage="warmup"
+                )
             inputs[name] = to_model_shape(_tensor(owner, model_dir, name, spec, rows), tensor_spec, batching)
         for runtime in runtimes:
             for _ in range(max(1, int(warmup.count))):
@@ -95,7 +103,9 @@ def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], 
                     runtime.infer(inputs, list(signature.output_names))
                 except Exception as exc:
                     detail = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
-                    raise ModelLoadError(f"{owner}: warm-up '{warmup.name}' failed: {detail[:300]}") from exc
+                    raise ModelLoadError(
+                        f"{owner}: warm-up '{warmup.name}' failed: {detail[:300]}", stage="warmup"
+                    ) from exc
                 calls += 1
     return calls
 
@@ -104,7 +114,9 @@ def _run_generated(count_text: str, signature: ModelSignature, runtimes: list[Ru
     try:
         count = int(count_text)
     except ValueError:
-        raise ModelLoadError(f"{owner}: parameter warmup_requests must be an integer, got '{count_text}'") from None
+        raise ModelLoadError(
+            f"{owner}: parameter warmup_requests must be an integer, got '{count_text}'", stage="warmup"
+        ) from None
     batching = signature.max_batch_size > 0
     inputs = {}
     for spec in signature.inputs:
@@ -121,5 +133,7 @@ def _run_generated(count_text: str, signature: ModelSignature, runtimes: list[Ru
                 runtime.infer(inputs, list(signature.output_names))
             except Exception as exc:
                 detail = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
-                raise ModelLoadError(f"{owner}: generated warm-up request failed: {detail[:300]}") from exc
+                raise ModelLoadError(
+                    f"{owner}: generated warm-up request failed: {detail[:300]}", stage="warmup"
+                ) from exc
     return count * len(runtimes)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from modelserve.core.signature import ModelSignature, TensorSpec
 
-__all__ = ["LoadContext", "Runtime", "RuntimeFactory", "RuntimeMetadata"]
+__all__ = ["LoadContext", "MemoryFootprint", "MemorySource", "Runtime", "RuntimeMetadata"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,33 @@ class RuntimeMetadata:
     outputs: tuple[TensorSpec, ...] = ()
 
 
+MemorySource = Literal["worker-rss", "file-size", "pickled-size", "floor"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFootprint:
+    """What one loaded instance holds, and how that was found out.
+
+    ``source``: ``worker-rss`` (the resident memory of the instance's own worker process),
+    ``file-size`` (the bytes of the model files it loaded), ``pickled-size`` (the serialised size of the
+    in-memory object), or ``floor`` (the measurement was below the runtime's documented minimum, or
+    unavailable, and the minimum is counted instead). Never 0 bytes: a memory budget that counts a loaded
+    model as free would let any number of them in.
+    """
+
+    size_bytes: int
+    source: MemorySource
+
+    @classmethod
+    def at_least(cls, measured_bytes: int, source: MemorySource, *, floor_bytes: int) -> MemoryFootprint:
+        """``measured_bytes`` from ``source``, or the runtime's ``floor_bytes`` when that is more."""
+        if floor_bytes <= 0:
+            raise ValueError(f"a memory floor must be positive, got {floor_bytes} bytes")
+        if measured_bytes < floor_bytes:
+            return cls(floor_bytes, "floor")
+        return cls(measured_bytes, source)
+
+
 class Runtime(Protocol):
     def load(self) -> RuntimeMetadata:
         """Load the model; raise ``ModelLoadError`` with a message naming the file and the fix."""
@@ -66,6 +93,11 @@ class Runtime(Protocol):
         """False while the instance cannot serve (e.g. its worker process died and is being replaced)."""
         ...
 
+    def memory_bytes(self) -> MemoryFootprint:
+        """What this loaded instance holds (after ``load``), never less than the runtime's floor.
 
-class RuntimeFactory(Protocol):
-    def __call__(self, context: LoadContext) -> Runtime: ...
+        The memory budget adds these up per version, so it must be what *this* instance keeps, not what
+        the process grew by while it loaded: shared libraries imported by the first model of a kind and
+        pages freed by an earlier unload would otherwise be counted, or missed, by whichever load came first.
+        """
+        ...

@@ -148,7 +148,7 @@ class DataPlane:
         """The request path, once for every transport: admit, resolve, validate, schedule, answer, observe.
         Raises a :class:`ModelServeError` subclass for anything the client can fix or retry; the message is
         safe to send."""
-        started_ns = self._clock.now_ns()
+        started_ns = self._clock.now_ns() if self._observers else 0
         with self._gate.admit():
             loaded = yield from self._router.resolve(request.model_name, request.model_version, context)
             output_names = self._check(request, loaded)
