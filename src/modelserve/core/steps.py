@@ -33,7 +33,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
@@ -92,6 +92,29 @@ def deadline_exceeded() -> QueueError:
 
 def cancelled() -> QueueError:
     return QueueError("the request was cancelled: its client went away", code=ErrorCode.CANCELLED)
+
+
+class _Progress(Generic[T]):
+    """Where a request's generator stands: what to resume it with (the last step's value or error), and
+    its result once it has returned. The one loop mechanic both drivers share."""
+
+    __slots__ = ("error", "result", "steps", "value")
+
+    def __init__(self, steps: Steps[T]) -> None:
+        self.steps = steps
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.result: T
+
+    def next_step(self) -> Step | None:
+        """Resume the generator; its next step, or None once it has returned (``result`` is then set)."""
+        try:
+            step = self.steps.send(self.value) if self.error is None else self.steps.throw(self.error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+        self.value = self.error = None
+        return step
 
 
 def _remaining_s(deadline_ns: int | None, clock: Clock) -> float | None:
@@ -155,21 +178,16 @@ async def drive(steps: Steps[T], *, clock: Clock, deadline_ns: int | None = None
     Cancelling the calling task abandons the current step and throws ``CancelledError`` into ``steps``.
     """
     loop = asyncio.get_running_loop()
-    value: Any = None
-    error: BaseException | None = None
+    progress = _Progress(steps)
     try:
-        while True:
+        while (step := progress.next_step()) is not None:
             try:
-                step = steps.send(value) if error is None else steps.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value = error = None
-            try:
-                value = await _wait(step, loop, _remaining_s(deadline_ns, clock))
+                progress.value = await _wait(step, loop, _remaining_s(deadline_ns, clock))
             except TimeoutError:
-                error = deadline_exceeded()
+                progress.error = deadline_exceeded()
             except BaseException as exc:  # thrown into the generator, which re-raises it
-                error = exc
+                progress.error = exc
+        return progress.result
     finally:
         steps.close()
 
@@ -218,23 +236,18 @@ def drive_blocking(
     if cancel is not None:
         # Only cancels: a result that was already delivered is consumed by this thread as usual.
         cancel.add_callback(lambda: _cancel_wait(current[0]))
-    value: Any = None
-    error: BaseException | None = None
+    progress = _Progress(steps)
     try:
-        while True:
-            try:
-                step = steps.send(value) if error is None else steps.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value = error = None
+        while (step := progress.next_step()) is not None:
             if isinstance(step, OnLoop):
                 step = WaitFor(asyncio.run_coroutine_threadsafe(step.make(), loop), _nothing_to_hand_on)
             current[0] = step
             try:
-                value = _wait_blocking(step, loop, cancel, _remaining_s(deadline_ns, clock))
-            except BaseException as exc:
-                error = exc
+                progress.value = _wait_blocking(step, loop, cancel, _remaining_s(deadline_ns, clock))
+            except BaseException as exc:  # thrown into the generator, which re-raises it
+                progress.error = exc
             current[0] = None
+        return progress.result
     finally:
         steps.close()
 
