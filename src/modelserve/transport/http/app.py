@@ -1,21 +1,11 @@
 """The REST API as a plain ASGI application (no framework: the routes are few and the hot path short).
 
-Routes (``[/versions/{v}]`` optional everywhere it appears):
-
-=======  =============================================  ==========================================
-GET      /v2/health/live, /v2/health/ready               200, or 503 when not ready
-GET      /v2                                             server metadata
-GET      /v2/models/{m}[/versions/{v}]                   model metadata
-GET      /v2/models/{m}[/versions/{v}]/ready             200, 503 not ready, 404 unknown
-GET      /v2/models/{m}[/versions/{v}]/config            Triton ModelConfig as JSON
-POST     /v2/models/{m}[/versions/{v}]/infer             inference, JSON or binary tensors
-GET      /v2/models[/{m}[/versions/{v}]]/stats           statistics extension
-POST     /v2/repository/index                            repository index
-POST     /v2/repository/models/{m}/load|unload           model control (explicit mode only)
-GET      /dashboard, /dashboard/{file}                   the live dashboard page and its static files
-GET      /v2/alerts                                      firing, pending and resolved alerts
-GET      /v2/dashboard/summary[?window=seconds]          the dashboard's data (``service/dashboard.py``)
-=======  =============================================  ==========================================
+The routes, each with its method, pattern, handler and scope, are the table in ``routes.py`` (its module
+docstring documents them; a test keeps the two in step). This module mounts the table (``/metrics`` only
+with metrics on, ``/v2/alerts`` only with operations), runs the matched handler, and maps what the router
+and the dataplane answer to statuses: an unknown path is a 404 that lists the route shapes, a known path with
+the wrong method a 405 with ``Allow``, the shared-memory, trace and logging extensions a 501, and the
+dashboard's routes, when it is off, a 404 that says how to turn it on.
 
 Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
 """
@@ -35,6 +25,7 @@ from modelserve.config import LimitSettings
 from modelserve.core.context import MAX_HEADER_VALUE_CHARS, REQUEST_ID_HEADER, RequestContext
 from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
 from modelserve.core.inference import InferRequest, InferResult
+from modelserve.core.scopes import Scope
 from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from modelserve.protocol import documents
 from modelserve.protocol.rest_codec import (
@@ -49,6 +40,7 @@ from modelserve.service.operations import Operations
 from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
 from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
+from modelserve.transport.http.routes import ROUTES, Match, MethodNotAllowed, Router
 
 __all__ = ["HttpApp"]
 
@@ -56,10 +48,12 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+Params = dict[str, str]
+# Every handler takes the same four arguments, used or not, so the table can name any of them.
+_Handler = Callable[[dict[str, Any], Receive, Send, Params], Awaitable[None]]
 
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
-_UNSUPPORTED_PREFIXES = ("systemsharedmemory", "cudasharedmemory", "trace", "logging")
 _COMPRESS_MIN_BYTES = 256
 _DASHBOARD_CSP = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -132,7 +126,11 @@ def _compress(body: bytes, encoding: str) -> bytes:
 
 
 class HttpApp:
-    """ASGI callable. Holds the API and the request limits; no state of its own."""
+    """ASGI callable. Holds the API, the request limits and the compiled route table; no per-request state.
+
+    Raises ``ValueError`` at construction if a route in ``routes.ROUTES`` names a handler this class lacks,
+    so a table edit without its handler fails at start-up, not on the first request to that path.
+    """
 
     def __init__(
         self,
@@ -155,11 +153,49 @@ class HttpApp:
             max_json_depth=limits.max_json_depth,
             max_requested_outputs=limits.max_requested_outputs,
         )
+        handlers: dict[str, _Handler] = {
+            "server_live": self._server_live,
+            "server_ready": self._server_ready,
+            "server_metadata": self._server_metadata,
+            "model_infer": self._model_infer,
+            "model_ready": self._model_ready,
+            "model_statistics": self._model_statistics,
+            "model_metadata": self._model_metadata,
+            "model_config": self._model_config,
+            "model_aliases": self._model_aliases,
+            "set_alias": self._set_alias,
+            "rollback": self._rollback,
+            "repository_index": self._repository_index,
+            "model_load": self._model_load,
+            "model_unload": self._model_unload,
+            "metrics": self._serve_metrics,
+            "alerts": self._alerts,
+            "dashboard_summary": self._dashboard_summary,
+            "dashboard_file": self._dashboard_file,
+            "unsupported": self._unsupported,
+        }
+        missing = sorted({route.handler for route in ROUTES} - handlers.keys())
+        if missing:
+            raise ValueError(f"routes.ROUTES names handlers HttpApp does not have: {', '.join(missing)}")
+        # A feature that is off is absent (its route is not mounted, so a 404 lists the routes without it),
+        # as before; the dashboard is the exception below, because its 404 should say how to turn it on.
+        if metrics is None:
+            del handlers["metrics"]
+        if operations is None:
+            del handlers["alerts"]
+        self._handlers = handlers
+        self._router = Router(route for route in ROUTES if route.handler in handlers)
+        # A scope switched off by configuration answers 404 with the reason, whatever the method (checked
+        # before the 405), so a client probing the dashboard learns the setting rather than a method.
+        self._disabled_scopes: dict[Scope, str] = {}
+        if operations is None or not operations.dashboard_enabled:
+            self._disabled_scopes[Scope.DASHBOARD] = (
+                "the dashboard is disabled on this server; set dashboard.enabled: true to serve it"
+            )
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
+        # uvicorn runs this app with lifespan="off", and start-up/shutdown belong to serve.py, so a
+        # "lifespan" scope (or "websocket") is returned from at once: nothing here needs one.
         if scope["type"] != "http":
             return
         try:
@@ -177,15 +213,6 @@ class HttpApp:
             log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
             await _send_error(send, 500, "internal server error; the server log has the details")
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     async def _body(self, scope: dict[str, Any], receive: Receive) -> bytes | bytearray:
         limits = self._limits
         raw_length = _header(scope, b"content-length")
@@ -202,156 +229,90 @@ class HttpApp:
         return body
 
     async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if path == "/metrics" and self._metrics is not None:
-            self._allow(method, "GET")
-            await _send(send, 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode())
-            return
-        if path == "/dashboard" or path.startswith("/dashboard/"):
-            await self._dashboard_file(path, method, scope, send)
-            return
-        if not path.startswith("/v2"):
-            raise _HttpError(404, "Not Found")
-        parts = [p for p in path[3:].strip("/").split("/") if p] if path != "/v2" else []
-        head = parts[0] if parts else ""
-        if not parts:
-            self._allow(method, "GET")
-            await _send_json(send, self._api.server_metadata())
-        elif head == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-            self._allow(method, "GET")
-            ok = self._api.is_live() if parts[1] == "live" else self._api.is_ready()
-            if ok:
-                await _send(send, 200, b"")
-            else:
-                await _send_error(send, 503, "the server is not ready (loading models, or shutting down)")
-        elif head == "models":
-            await self._models(parts[1:], method, scope, receive, send)
-        elif head == "repository":
-            await self._repository(parts[1:], method, scope, receive, send)
-        elif parts == ["dashboard", "summary"]:
-            operations = self._dashboard_operations()
-            self._allow(method, "GET")
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-            window_s = parse_window_s(query["window"][-1] if "window" in query else None)
-            await _send(
-                send,
-                200,
-                orjson.dumps(dashboard_summary(self._api, operations, window_s)),
-                extra=[(b"cache-control", b"no-store")],
+        found = self._router.match(scope["method"], scope["path"])
+        if isinstance(found, Match):
+            route = found.route
+            if self._disabled_scopes and route.scope in self._disabled_scopes:
+                raise _HttpError(404, self._disabled_scopes[route.scope])
+            await self._handlers[route.handler](scope, receive, send, found.params)
+        elif isinstance(found, MethodNotAllowed):
+            for route in found.routes:
+                if route.scope in self._disabled_scopes:
+                    raise _HttpError(404, self._disabled_scopes[route.scope])
+            allowed = ", ".join(found.allowed)
+            raise _HttpError(
+                405, f"Method Not Allowed: use {' or '.join(found.allowed)}", [(b"allow", allowed.encode())]
             )
-        elif parts == ["alerts"]:
-            if self._operations is None:
-                raise _HttpError(404, "Not Found")
-            self._allow(method, "GET")
-            await _send_json(send, self._operations.alerts.document())
-        elif head in _UNSUPPORTED_PREFIXES:
-            raise _HttpError(501, f"the '{head}' extension is not supported by this server")
         else:
-            raise _HttpError(404, "Not Found")
+            raise _HttpError(404, found.message)
 
-    def _dashboard_operations(self) -> Operations:
-        if self._operations is None or not self._operations.dashboard_enabled:
-            raise _HttpError(404, "the dashboard is disabled on this server; set dashboard.enabled: true to serve it")
-        return self._operations
+    # -- health and metadata ----------------------------------------------------------------------------
 
-    async def _dashboard_file(self, path: str, method: str, scope: dict[str, Any], send: Send) -> None:
-        self._dashboard_operations()
-        self._allow(method, "GET")
-        # A lookup in the allow-list, never a path join: '/dashboard/../x' is just an unknown name.
-        name = path[len("/dashboard/") :] or PAGE
-        asset = self._dashboard.get(name) if self._dashboard is not None else None
-        if asset is None:
-            raise _HttpError(404, f"no dashboard file '{name[:64]}'; the page is at /dashboard")
-        headers = [
-            (b"etag", asset.etag.encode()),
-            (b"cache-control", asset.cache_control.encode()),
-            (b"x-content-type-options", b"nosniff"),
-        ]
-        if name == PAGE:
-            # Everything the page loads comes from this server: no CDN, no inline script.
-            headers.append((b"content-security-policy", _DASHBOARD_CSP))
-        if _header(scope, b"if-none-match") == asset.etag.encode():
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await _send(send, 200, asset.body, asset.content_type.encode(), headers)
+    async def _server_live(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._health(send, self._api.is_live())
+
+    async def _server_ready(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._health(send, self._api.is_ready())
 
     @staticmethod
-    def _allow(method: str, allowed: str) -> None:
-        if method != allowed:
-            raise _HttpError(405, f"Method Not Allowed: use {allowed}", [(b"allow", allowed.encode())])
-
-    async def _models(self, parts: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        api = self._api
-        if parts == ["stats"]:
-            self._allow(method, "GET")
-            await _send_json(send, documents.statistics_document(await api.statistics("", "")))
-            return
-        if not parts or not parts[0]:
-            raise _HttpError(404, "Not Found")
-        name, rest = parts[0], parts[1:]
-        if rest and rest[0] in ("aliases", "rollback"):
-            await self._aliases(name, rest, method, scope, receive, send)
-            return
-        version = ""
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-        action = rest[0] if rest else ""
-        if len(rest) > 1:
-            raise _HttpError(404, "Not Found")
-        if action == "infer":
-            self._allow(method, "POST")
-            await self._infer(name, version, scope, receive, send)
-        elif action == "":
-            self._allow(method, "GET")
-            await _send_json(send, documents.metadata_document(await api.model_metadata(name, version)))
-        elif action == "ready":
-            self._allow(method, "GET")
-            if await api.is_model_ready(name, version):
-                await _send(send, 200, b"")
-            else:
-                await _send_error(send, 503, f"model '{name}' is not ready ({api.readiness_detail(name)})")
-        elif action == "config":
-            self._allow(method, "GET")
-            await _send_json(send, documents.config_document(await api.model_config(name, version)))
-        elif action == "stats":
-            self._allow(method, "GET")
-            await _send_json(send, documents.statistics_document(await api.statistics(name, version)))
+    async def _health(send: Send, is_ok: bool) -> None:
+        if is_ok:
+            await _send(send, 200, b"")
         else:
-            raise _HttpError(404, "Not Found")
+            await _send_error(send, 503, "the server is not ready (loading models, or shutting down)")
 
-    async def _aliases(
-        self, name: str, rest: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send
-    ) -> None:
-        """Our extension: ``GET /v2/models/{m}/aliases``, ``POST /v2/models/{m}/aliases/{alias}``
-        (``{"version": "3"}``), ``POST /v2/models/{m}/rollback`` (``{"alias": "production"}``, optional)."""
-        api = self._api
-        if rest == ["aliases"]:
-            self._allow(method, "GET")
-            aliases = await api.aliases(name)
-            document = {a: {"version": v.version, "history": v.history} for a, v in sorted(aliases.items())}
-            await _send_json(send, {"name": name, "aliases": document})
-            return
-        if len(rest) == 2 and rest[0] == "aliases":
-            self._allow(method, "POST")
-            version = self._json_object(await self._body(scope, receive)).get("version")
-            if not isinstance(version, str):
-                raise DecodeError('the body must be {"version": "<number>"}')
-            alias = await api.set_alias(name, rest[1], version)
-            await _send_json(send, {"name": name, "alias": rest[1], "version": alias.version})
-            return
-        if rest == ["rollback"]:
-            self._allow(method, "POST")
-            alias_name = self._json_object(await self._body(scope, receive)).get("alias", "production")
-            if not isinstance(alias_name, str):
-                raise DecodeError('the body must be {"alias": "<name>"} or empty (production)')
-            alias = await api.rollback(name, alias_name)
-            await _send_json(send, {"name": name, "alias": alias_name, "version": alias.version})
-            return
-        raise _HttpError(404, "Not Found")
+    async def _server_metadata(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await _send_json(send, self._api.server_metadata())
 
-    async def _infer(self, name: str, version: str, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def _model_metadata(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        metadata = await self._api.model_metadata(params["model"], params["version"])
+        await _send_json(send, documents.metadata_document(metadata))
+
+    async def _model_ready(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        name = params["model"]
+        if await self._api.is_model_ready(name, params["version"]):
+            await _send(send, 200, b"")
+        else:
+            await _send_error(send, 503, f"model '{name}' is not ready ({self._api.readiness_detail(name)})")
+
+    async def _model_config(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        config = await self._api.model_config(params["model"], params["version"])
+        await _send_json(send, documents.config_document(config))
+
+    async def _model_statistics(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # ``/v2/models/stats`` leaves both empty: every model, every version (the dataplane's convention).
+        statistics = await self._api.statistics(params["model"], params["version"])
+        await _send_json(send, documents.statistics_document(statistics))
+
+    # -- aliases (our extension) ------------------------------------------------------------------------
+
+    async def _model_aliases(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        name = params["model"]
+        aliases = await self._api.aliases(name)
+        document = {a: {"version": v.version, "history": v.history} for a, v in sorted(aliases.items())}
+        await _send_json(send, {"name": name, "aliases": document})
+
+    async def _set_alias(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        """``POST /v2/models/{model}/aliases/{alias}`` with ``{"version": "3"}``."""
+        name, alias_name = params["model"], params["alias"]
+        version = self._json_object(await self._body(scope, receive)).get("version")
+        if not isinstance(version, str):
+            raise DecodeError('the body must be {"version": "<number>"}')
+        alias = await self._api.set_alias(name, alias_name, version)
+        await _send_json(send, {"name": name, "alias": alias_name, "version": alias.version})
+
+    async def _rollback(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        """``POST /v2/models/{model}/rollback`` with ``{"alias": "production"}`` (optional)."""
+        name = params["model"]
+        alias_name = self._json_object(await self._body(scope, receive)).get("alias", "production")
+        if not isinstance(alias_name, str):
+            raise DecodeError('the body must be {"alias": "<name>"} or empty (production)')
+        alias = await self._api.rollback(name, alias_name)
+        await _send_json(send, {"name": name, "alias": alias_name, "version": alias.version})
+
+    # -- inference --------------------------------------------------------------------------------------
+
+    async def _model_infer(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         body = await self._body(scope, receive)
         raw_header_length = _header(scope, b"inference-header-content-length")
         header_length = None
@@ -362,7 +323,7 @@ class HttpApp:
                 raise DecodeError("Inference-Header-Content-Length is not a number") from None
             if header_length < 0:
                 raise DecodeError("Inference-Header-Content-Length must be >= 0")
-        decoded = decode_infer_request(body, header_length, name, version, self._rest_limits)
+        decoded = decode_infer_request(body, header_length, params["model"], params["version"], self._rest_limits)
         response = await self._infer_unless_disconnected(decoded.request, self._request_context(scope), receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         extra: list[tuple[bytes, bytes]] = []
@@ -413,32 +374,78 @@ class HttpApp:
             watcher.remove_done_callback(on_message)
             watcher.cancel()
 
-    async def _repository(
-        self, parts: list[str], method: str, scope: dict[str, Any], receive: Receive, send: Send
-    ) -> None:
-        api = self._api
-        if parts == ["index"]:
-            self._allow(method, "POST")
-            body = self._json_object(await self._body(scope, receive))
-            ready = body.get("ready", False)
-            if not isinstance(ready, bool):
-                raise DecodeError("'ready' must be true or false")
-            entries = api.repository_index(ready_only=ready)
-            await _send_json(send, documents.index_document(entries, with_details=True))
+    # -- repository -------------------------------------------------------------------------------------
+
+    async def _repository_index(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        body = self._json_object(await self._body(scope, receive))
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise DecodeError("'ready' must be true or false")
+        entries = self._api.repository_index(ready_only=ready)
+        await _send_json(send, documents.index_document(entries, with_details=True))
+
+    async def _model_load(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._api.load_model(params["model"], await self._load_parameters(scope, receive))
+        await _send(send, 200, b"")
+
+    async def _model_unload(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._api.unload_model(params["model"], await self._load_parameters(scope, receive))
+        await _send(send, 200, b"")
+
+    async def _load_parameters(self, scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
+        body = self._json_object(await self._body(scope, receive))
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise DecodeError("'parameters' must be a JSON object")
+        return parameters
+
+    # -- operations: metrics, alerts, dashboard -----------------------------------------------------------
+
+    async def _serve_metrics(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # Mounted only when metrics are on (``__init__``), so the None case is a bug, not a request error.
+        assert self._metrics is not None
+        await _send(send, 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode())
+
+    async def _alerts(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        assert self._operations is not None  # mounted only with operations
+        await _send_json(send, self._operations.alerts.document())
+
+    async def _dashboard_summary(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # The dashboard scope is disabled (a 404 before this runs) unless operations exist and enable it.
+        assert self._operations is not None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        window_s = parse_window_s(query["window"][-1] if "window" in query else None)
+        await _send(
+            send,
+            200,
+            orjson.dumps(dashboard_summary(self._api, self._operations, window_s)),
+            extra=[(b"cache-control", b"no-store")],
+        )
+
+    async def _dashboard_file(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # A lookup in the allow-list, never a path join: '/dashboard/../x' is just an unknown name.
+        name = params["file"] or PAGE
+        asset = self._dashboard.get(name) if self._dashboard is not None else None
+        if asset is None:
+            raise _HttpError(404, f"no dashboard file '{name[:64]}'; the page is at /dashboard")
+        headers = [
+            (b"etag", asset.etag.encode()),
+            (b"cache-control", asset.cache_control.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if name == PAGE:
+            # Everything the page loads comes from this server: no CDN, no inline script.
+            headers.append((b"content-security-policy", _DASHBOARD_CSP))
+        if _header(scope, b"if-none-match") == asset.etag.encode():
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
             return
-        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
-            self._allow(method, "POST")
-            body = self._json_object(await self._body(scope, receive))
-            parameters = body.get("parameters") or {}
-            if not isinstance(parameters, dict):
-                raise DecodeError("'parameters' must be a JSON object")
-            if parts[2] == "load":
-                await api.load_model(parts[1], parameters)
-            else:
-                await api.unload_model(parts[1], parameters)
-            await _send(send, 200, b"")
-            return
-        raise _HttpError(404, "Not Found")
+        await _send(send, 200, asset.body, asset.content_type.encode(), headers)
+
+    async def _unsupported(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # The extension is the first segment after /v2 (the route matched it, empty segments aside).
+        extension = [segment for segment in scope["path"].split("/") if segment][1]
+        raise _HttpError(501, f"the '{extension}' extension is not supported by this server")
 
     @staticmethod
     def _json_object(body: bytes | bytearray) -> dict[str, Any]:
