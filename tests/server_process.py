@@ -11,12 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "models"
@@ -81,19 +82,18 @@ class ServerProcess:
         self.wait_until("ready" if wait_ready else "live", timeout_s)
 
     def wait_until(self, what: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
         url = f"{self.http_url}/v2/health/{what}"
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early with code {self.process.returncode}")
             try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
+                return httpx.get(url, timeout=1.0).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"server not {what} within {timeout_s} s")
+                return False
+
+        wait_until(healthy, timeout_s=timeout_s, interval_s=0.05, what=f"the server to be {what}")
 
     def stop(self, timeout_s: float = 30.0) -> int:
         assert self.process is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import httpx
 from tests.model_builders import write_python_model
 from tests.runtimes.test_python_runtime import SLOW_MODEL, slow_config
 from tests.server_process import ServerProcess, port_is_free
+from tests.waiting import wait_until
 
 
 def _call(url: str, seconds: float) -> httpx.Response:
@@ -27,16 +27,16 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             in_flight = pool.submit(_call, server.http_url, 1.5)
-            deadline = time.monotonic() + 10
-            while not (tmp_path / "busy.pid").exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_until((tmp_path / "busy.pid").exists, what="the slow request to start")
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
+
             # Bounded wait for the drain to begin: readiness turns false (503), liveness stays.
-            deadline = time.monotonic() + 5
-            ready = 200
-            while ready == 200 and time.monotonic() < deadline:
-                ready = httpx.get(f"{server.http_url}/v2/health/ready", timeout=1).status_code
+            def drain_began() -> int | None:
+                status = httpx.get(f"{server.http_url}/v2/health/ready", timeout=1).status_code
+                return status if status != 200 else None
+
+            ready = wait_until(drain_began, timeout_s=5, interval_s=0.01, what="readiness to turn false")
             assert ready == 503
             refused = _call(server.http_url, 0)
             assert refused.status_code == 503

@@ -26,6 +26,7 @@ from tests.deploy.promql import (
     wire_samples,
 )
 from tests.server_process import free_port, running_server
+from tests.waiting import WaitTimeout, wait_until
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 pytestmark = pytest.mark.skipif(
@@ -65,12 +66,16 @@ class Prometheus:
     def wait_for(self, what: str, check: Callable[[], object], timeout_s: float = WAIT_S) -> None:
         """Polls ``check()`` (truthy when done) for at most ``timeout_s``; fails naming ``what``, with the tail
         of Prometheus' log."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def done() -> object:
             assert self.process.poll() is None, f"Prometheus exited with {self.process.returncode}:\n{self.log_tail()}"
-            if check():
-                return
-            time.sleep(0.2)
+            return check()
+
+        try:
+            wait_until(done, timeout_s=timeout_s, interval_s=0.2, what=what)
+            return
+        except WaitTimeout:
+            pass
         pytest.fail(f"Prometheus: {what} not seen within {timeout_s} s\n{self.log_tail()}")
 
 

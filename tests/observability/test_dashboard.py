@@ -36,6 +36,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.model_builders import iris_repository
 from tests.server_process import EXAMPLES, REPO_ROOT, ServerProcess, running_server
+from tests.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -79,16 +80,6 @@ def raw_get(server: ServerProcess, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
-
-
-def wait_until(probe: Callable[[], Any], *, timeout_s: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(message)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +199,7 @@ def test_summary_shape(server: ServerProcess) -> None:
         window = next(v for v in document["versions"] if v["model"] == "iris")
         return document if window["requests"] >= 5 else None
 
-    document = wait_until(iris_window, timeout_s=5, message="the monitor never counted iris' 5 requests")
+    document = wait_until(iris_window, timeout_s=5, interval_s=0.1, what="the monitor to count iris' 5 requests")
     assert document["window_s"] == 30
     assert isinstance(document["server_time_ms"], int)
     assert {"name": "iris", "version": "1", "state": "READY", "reason": ""} in document["models"]

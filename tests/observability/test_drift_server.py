@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ from sklearn.datasets import load_iris
 from tests.model_builders import iris_repository
 from tests.observability.test_metrics import scrape
 from tests.server_process import EXAMPLES, REPO_ROOT, running_server
+from tests.waiting import wait_until
 
 
 def profile_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,14 +38,13 @@ def send(client: grpcclient.InferenceServerClient, rows: np.ndarray, batch: int 
 
 def drift_samples(url: str, *, windows: int, timeout_s: float = 20.0) -> dict:  # type: ignore[type-arg]
     """Scrapes until iris has completed ``windows`` windows (the drift thread runs behind the requests)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def completed() -> dict | None:  # type: ignore[type-arg]
         samples = scrape(url)
         done = samples.get(("modelserve_drift_windows", (("model", "iris"), ("version", "1"))), 0)
-        if done >= windows:
-            return samples
-        assert time.monotonic() < deadline, f"only {done} drift windows completed, expected {windows}"
-        time.sleep(0.1)
+        return samples if done >= windows else None
+
+    return wait_until(completed, timeout_s=timeout_s, interval_s=0.1, what=f"{windows} completed drift windows")
 
 
 def test_profile_then_serve_stationary_then_shifted(tmp_path: Path) -> None:
@@ -101,11 +100,14 @@ def test_a_profile_written_while_serving_is_picked_up(tmp_path: Path) -> None:
         assert not any(name == "modelserve_drift_windows" for name, _ in scrape(server.http_url))
         np.save(tmp_path / "train.npy", x)
         assert profile_command("iris", str(tmp_path / "train.npy"), "--model-repository", str(repo)).returncode == 0
-        deadline = time.monotonic() + 25
-        while not scrape(server.http_url).get(("modelserve_drift_windows", (("model", "iris"), ("version", "1")))):
-            assert time.monotonic() < deadline, "the new profile was not picked up within 25 s"
-            send(client, x[:20])
-            time.sleep(0.5)
+
+        def picked_up() -> float:
+            windows = scrape(server.http_url).get(("modelserve_drift_windows", (("model", "iris"), ("version", "1"))))
+            if not windows:
+                send(client, x[:20])  # traffic for the windows to fill once the profile is read
+            return windows or 0.0
+
+        wait_until(picked_up, timeout_s=25, interval_s=0.5, what="the new profile to be picked up")
 
 
 def test_the_bundled_iris_example_has_a_profile() -> None:

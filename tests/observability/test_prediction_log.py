@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -16,19 +17,22 @@ import tritonclient.grpc as grpcclient
 from tests.model_builders import iris_repository
 from tests.observability.test_metrics import scrape
 from tests.server_process import running_server
+from tests.waiting import wait_until
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 # One client for the module: httpx.post() alone builds a new client (and TLS context) per call, ~50 ms.
 HTTP = httpx.Client(timeout=30)
 
 
-def infer(url: str, *, rows: int = 1, parameters: dict | None = None, request_id: str = "") -> None:  # type: ignore[type-arg]
+def infer(
+    url: str, *, rows: int = 1, parameters: dict[str, object] | None = None, request_id: str = "", model: str = "iris"
+) -> None:
     body: dict = {"inputs": [{"name": "input-0", "shape": [rows, 4], "datatype": "FP32", "data": IRIS_ROW * rows}]}  # type: ignore[type-arg]
     if parameters:
         body["parameters"] = parameters
     if request_id:
         body["id"] = request_id
-    response = HTTP.post(f"{url}/v2/models/iris/infer", json=body)
+    response = HTTP.post(f"{url}/v2/models/{model}/infer", json=body)
     assert response.status_code == 200, response.text
 
 
@@ -40,15 +44,29 @@ def log_config(tmp_path: Path, directory: Path, **fields: object) -> Path:
     return config
 
 
-def records_outcome(url: str, outcome: str) -> float:
-    return scrape(url).get(("modelserve_prediction_log_records", (("model", "iris"), ("outcome", outcome))), 0.0)
+def records_outcome(url: str, outcome: str, model: str = "iris") -> float:
+    return scrape(url).get(("modelserve_prediction_log_records", (("model", model), ("outcome", outcome))), 0.0)
 
 
 def wait_for(predicate, what: str, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    wait_until(predicate, timeout_s=timeout_s, interval_s=0.05, what=what)
+
+
+def with_marker_model(repo: Path) -> Path:
+    """Adds ``marker``, a copy of iris, to ``repo``. The log has one writer thread taking records in the
+    order they were submitted (before each response is sent), so once a marker request sent last is counted,
+    every record submitted before it has been counted too: a positive event to wait for instead of a sleep."""
+    shutil.copytree(repo / "iris", repo / "marker")
+    config = repo / "marker" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "iris"', 'name: "marker"'))
+    return repo
+
+
+def flush_with_marker(url: str) -> None:
+    """Sends one marker request (sampled at rate 1) and waits until the log has written it."""
+    before = records_outcome(url, "written", model="marker")
+    infer(url, model="marker")
+    wait_for(lambda: records_outcome(url, "written", model="marker") == before + 1, "the marker record")
 
 
 def test_every_sampled_request_is_written_with_its_fields(tmp_path: Path) -> None:
@@ -72,23 +90,24 @@ def test_every_sampled_request_is_written_with_its_fields(tmp_path: Path) -> Non
 
 def test_sampling_rate_and_per_model_override(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    repo = iris_repository(tmp_path)
-    config = log_config(tmp_path, logs, sample_rate=0.1)
+    repo = with_marker_model(iris_repository(tmp_path))
+    config = log_config(tmp_path, logs, sample_rate=0.1, model_sample_rates={"marker": 1.0})
     with running_server(repo, config=config) as server:
         client = grpcclient.InferenceServerClient(server.grpc_address)
         tensor = grpcclient.InferInput("input-0", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.array([IRIS_ROW], np.float32))
         for _ in range(1000):
             client.infer("iris", [tensor])
-        time.sleep(0.5)
+        flush_with_marker(server.http_url)
         written = records_outcome(server.http_url, "written")
+        assert records_outcome(server.http_url, "dropped") == records_outcome(server.http_url, "failed") == 0
     # Binomial(1000, 0.1): mean 100, sd 9.5; 60..140 is more than 4 sd either side.
     assert 60 <= written <= 140
     config = log_config(tmp_path, logs, sample_rate=1.0, model_sample_rates={"iris": 0.0})
     with running_server(repo, config=config) as server:
         for _ in range(20):
             infer(server.http_url)
-        time.sleep(0.3)
+        flush_with_marker(server.http_url)  # the model-level 0.0 overrides the global 1.0; marker keeps 1.0
         assert records_outcome(server.http_url, "written") == 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.model_builders import write_python_model
+from tests.observability.test_metrics import scrape, value
 from tests.server_process import ServerProcess, running_server
+from tests.waiting import wait_until
 
 # x: FP32 [-1, 2]. Row conventions: x[0] == 999 -> sleep x[1] seconds; any value == -1 -> raise.
 # Every call appends {"rows": n, "tags": [x[:,0]...]} to the call log, so tests see what ran together.
@@ -75,16 +76,25 @@ def infer(server: ServerProcess, rows: np.ndarray, **extra) -> httpx.Response:  
 
 
 def wait_for_call(tmp_path: Path, tag: float, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(tag in c["tags"] for c in calls(tmp_path)):
-            return
-        time.sleep(0.01)
-    raise TimeoutError(f"no call with tag {tag} started")
+    wait_until(
+        lambda: any(tag in c["tags"] for c in calls(tmp_path)),
+        timeout_s=timeout_s,
+        interval_s=0.01,
+        what=f"a call with tag {tag} to start",
+    )
 
 
 def stats(server: ServerProcess) -> dict:  # type: ignore[type-arg]
     return httpx.get(f"{server.http_url}/v2/models/batched/stats").json()["model_stats"][0]  # type: ignore[no-any-return]
+
+
+def queued(server: ServerProcess) -> float:
+    """Requests waiting in the batcher's queue (Triton's pending-request gauge)."""
+    return value(scrape(server.http_url), "nv_inference_pending_request_count", model="batched", version="1")
+
+
+def wait_queued(server: ServerProcess, count: int) -> None:
+    wait_until(lambda: queued(server) == count, what=f"{count} requests queued behind the busy instance")
 
 
 @pytest.fixture
@@ -203,11 +213,13 @@ def test_delay_action_runs_an_expired_request_after_the_others(tmp_path: Path, p
     write_python_model(repo / "batched", BATCH_MODEL, batch_config(tmp_path, batching=batching, max_batch_size=1))
     with running_server(repo) as server:
         busy = start_busy(server, tmp_path, pool, 1.5)
-        late = pool.submit(infer, server, np.array([[5, 0]], np.float32), parameters={"timeout": 100_000})
-        # Time passing is the point here: the first request's 100 ms deadline passes while the model is busy,
-        # and it arrives (well) before the second one, which has no deadline.
-        time.sleep(0.3)
+        # The first request's deadline (1 µs) has passed by the time it is seen queued, the second one has
+        # none, and both wait behind the busy instance: when it frees, the late one must go last.
+        late = pool.submit(infer, server, np.array([[5, 0]], np.float32), parameters={"timeout": 1})
+        wait_queued(server, 1)
         fresh = pool.submit(infer, server, np.array([[6, 0]], np.float32))
+        wait_queued(server, 2)
+        assert not busy.done(), "the busy request ended before both were queued: the test proves nothing"
         assert late.result(timeout=30).status_code == 200
         assert fresh.result(timeout=30).status_code == 200
         busy.result(timeout=30)
@@ -263,14 +275,14 @@ def test_higher_priority_runs_first(tmp_path: Path, pool) -> None:  # type: igno
     with running_server(repo) as server:
         busy = start_busy(server, tmp_path, pool, 0.8)
         low = [pool.submit(infer, server, np.array([[10 + i, 0]], np.float32)) for i in range(3)]
-        deadline = time.monotonic() + 5
-        time.sleep(0.1)
+        wait_queued(server, 3)  # the low-priority requests are queued before the high-priority one arrives
         high = pool.submit(infer, server, np.array([[1, 0]], np.float32), parameters={"priority": 1})
+        wait_queued(server, 4)
+        assert not busy.done(), "the busy request ended before all were queued: the test proves nothing"
         assert all(f.result(timeout=30).status_code == 200 for f in [*low, high])
         busy.result(timeout=30)
         order = [c["tags"][0] for c in calls(tmp_path) if c["tags"][0] != 999.0]
         assert order[0] == 1.0, f"the priority-1 request did not run first: {order}"
-        assert time.monotonic() < deadline + 30
         bad = infer(server, np.array([[2, 0]], np.float32), parameters={"priority": 3})
         assert bad.status_code == 400 and "priority_levels" in bad.json()["error"]
 
