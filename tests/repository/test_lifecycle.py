@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.model_builders import write_onnx_scale, write_python_model
 from tests.server_process import running_server
+from tests.waiting import wait_until
 
 SCALED_CONFIG = """
     platform: "onnxruntime_onnx"
@@ -260,37 +261,54 @@ def test_load_unload_cycles_give_memory_back(tmp_path: Path) -> None:
         assert growth < 0.10, f"RSS grew {growth:.1%} over 30 load/unload cycles"
 
 
-def test_poll_mode_picks_up_a_new_and_a_removed_version_within_two_periods(tmp_path: Path) -> None:
+def test_polling_picks_up_a_new_a_removed_and_a_broken_version_in_process(tmp_path: Path) -> None:
+    """The poller's decisions, one poll at a time through the engine: no poll period, no waiting."""
     import shutil
 
-    period_s = 0.5
+    from modelserve import Engine
+    from modelserve.repository.poller import RepositoryPoller
+
     repo = scaled_repo(tmp_path)
-    with running_server(repo, ["--model-control-mode", "poll", "--repository-poll-secs", str(period_s)]) as server:
+    ones = {"x": np.ones((1, 3), np.float32)}
+
+    async def scenario() -> None:
+        async with Engine.from_repository(repo) as engine:
+            poller = RepositoryPoller(engine.manager, repo)
+            await poller.remember_current()
+
+            async def factor() -> float:
+                return float((await engine.infer("scaled", ones)).outputs["y"][0, 0])
+
+            assert await factor() == 1.0
+            await poller.poll_once()
+            assert await factor() == 1.0  # nothing changed: nothing reloaded
+            write_onnx_scale(repo / "scaled" / "2" / "model.onnx", 2.0)
+            await poller.poll_once()
+            assert await factor() == 2.0
+            assert [v.version for v in engine.manager.loaded_versions("scaled")] == ["2"]
+            shutil.rmtree(repo / "scaled" / "2")
+            await poller.poll_once()
+            assert await factor() == 1.0
+            (repo / "scaled" / "3").mkdir()
+            (repo / "scaled" / "3" / "model.onnx").write_bytes(b"not an onnx file")
+            await poller.poll_once()  # a broken change keeps the serving version
+            assert any(e.state.value == "FAILED" and e.version == "3" for e in engine.models())
+            assert await factor() == 1.0
+
+    import asyncio
+
+    asyncio.run(scenario())
+
+
+def test_poll_mode_applies_changes_on_its_own_and_refuses_the_load_api(tmp_path: Path) -> None:
+    """The wiring through the real server: the engine's poll task runs every period."""
+    repo = scaled_repo(tmp_path)
+    with running_server(repo, ["--model-control-mode", "poll", "--repository-poll-secs", "0.2"]) as server:
         client = grpcclient.InferenceServerClient(server.grpc_address)
         assert factor_of(client) == 1.0
-
-        def wait_for_factor(expected: float) -> float:
-            # Two poll periods, plus the time the load itself takes (bounded).
-            started = time.monotonic()
-            while time.monotonic() - started < 2 * period_s + 10:
-                if factor_of(client) == expected:
-                    return time.monotonic() - started
-                time.sleep(0.05)
-            raise AssertionError(f"the change was not picked up; factor still {factor_of(client)}")
-
         write_onnx_scale(repo / "scaled" / "2" / "model.onnx", 2.0)
-        wait_for_factor(2.0)
+        wait_until(lambda: factor_of(client) == 2.0, timeout_s=15, what="poll mode to load version 2")
         assert httpclient.InferenceServerClient(server.http_address).get_model_metadata("scaled")["versions"] == ["2"]
-        shutil.rmtree(repo / "scaled" / "2")
-        wait_for_factor(1.0)
-        # A broken change keeps the serving version.
-        (repo / "scaled" / "3").mkdir()
-        (repo / "scaled" / "3" / "model.onnx").write_bytes(b"not an onnx file")
-        deadline = time.monotonic() + 2 * period_s + 10
-        while time.monotonic() < deadline and not any(m["state"] == "FAILED" for m in index_of(server.http_url)):
-            time.sleep(0.05)
-        assert any(m["state"] == "FAILED" and m["version"] == "3" for m in index_of(server.http_url))
-        assert factor_of(client) == 1.0
         refused = httpx.post(f"{server.http_url}/v2/repository/models/scaled/load")
         assert refused.status_code == 403 and "--model-control-mode poll" in refused.json()["error"]
 

@@ -3,7 +3,6 @@ with python models that hold a known amount of memory."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 from modelserve.repository.memory import ModelUsage, choose_evictions
 from tests.model_builders import write_python_model
 from tests.server_process import ServerProcess, running_server
+from tests.waiting import wait_until
 
 MIB = 2**20
 
@@ -126,14 +126,14 @@ def test_a_load_that_cannot_fit_is_refused_naming_the_budget(repo: Path) -> None
 def test_idle_models_unload_after_the_idle_time(repo: Path) -> None:
     args = ["--model-control-mode", "explicit", "--load-model", "*", "--unload-idle-secs", "1", "--pin-model", "c"]
     with running_server(repo, args) as server:
-        # Use b steadily while a and c sit idle, until a has been unloaded (bounded).
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and states(server)["a"] != "UNLOADED":
+        # Use b steadily while a and c sit idle, until a has been unloaded. (The rules themselves are
+        # tested on a fake clock in test_eviction.py; this is the engine's idle task, for real.)
+        def a_unloaded_while_b_is_used() -> bool:
             assert infer(server, "b").status_code == 200
-            time.sleep(0.1)
+            return states(server)["a"] == "UNLOADED"
+
+        wait_until(a_unloaded_while_b_is_used, timeout_s=15, interval_s=0.1, what="idle model a to unload")
         assert states(server) == {"a": "UNLOADED", "b": "READY", "c": "READY"}  # c is pinned
         # Once nobody uses b, it goes too.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and states(server)["b"] != "UNLOADED":
-            time.sleep(0.1)
+        wait_until(lambda: states(server)["b"] == "UNLOADED", timeout_s=15, interval_s=0.1, what="b to unload")
         assert states(server) == {"a": "UNLOADED", "b": "UNLOADED", "c": "READY"}

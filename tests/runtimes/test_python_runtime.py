@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import tritonclient.http as httpclient
 
 from tests.model_builders import write_python_model
 from tests.server_process import running_server
+from tests.waiting import wait_until
 
 SLOW_MODEL = """
     import os
@@ -59,12 +59,9 @@ def _call(url: str, seconds: float) -> httpx.Response:
 
 
 def _wait_for(path: Path, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.02)
-    raise TimeoutError(f"{path} did not appear")
+    return wait_until(
+        lambda: path.exists() and path.read_text(), timeout_s=timeout_s, what=f"{path.name} to be written"
+    )
 
 
 def test_text_stats_example_over_both_protocols(examples_server) -> None:  # type: ignore[no-untyped-def]
