@@ -6,11 +6,12 @@ pass; the deadline only bounds how long a broken server can keep a test waiting.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["WaitTimeout", "wait_until"]
+__all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
 
 T = TypeVar("T")
 
@@ -36,3 +37,19 @@ def wait_until(
         if remaining <= 0:
             raise WaitTimeout(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(min(interval_s, remaining))
+
+
+async def wait_until_async(
+    predicate: Callable[[], T], *, timeout_s: float = 10.0, interval_s: float = 0.005, what: str = "the condition"
+) -> T:
+    """:func:`wait_until` from a coroutine: the event loop (an in-process engine) keeps running between looks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise WaitTimeout(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(min(interval_s, remaining))

@@ -21,6 +21,7 @@ from modelserve.config import SettingsError
 from modelserve.core.errors import ModelLoadError, QueueError, ValidationError
 from tests.model_builders import iris_repository, write_python_model
 from tests.server_process import EXAMPLES
+from tests.waiting import wait_until_async
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -83,15 +84,6 @@ def gated(tag: str, wait_for: str = "") -> dict[str, np.ndarray]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Bounded polling from a coroutine: the engine's loop keeps running while the test waits."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting until {what}")
-        await asyncio.sleep(0.005)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -189,7 +181,7 @@ def test_the_global_inflight_limit_refuses_the_excess_at_once_naming_the_limit(t
         config = {"server": {"max_inflight_requests": 2}}
         async with Engine.from_repository(repo, load="*", config=config) as engine:
             held = [asyncio.ensure_future(engine.infer("held", gated(f"h{i}", wait_for="release"))) for i in range(2)]
-            await until(lambda: engine.gate.inflight == 2, "both held requests are admitted")
+            await wait_until_async(lambda: engine.gate.inflight == 2, what="both held requests to be admitted")
             with pytest.raises(QueueError) as refused:
                 await engine.infer("held", gated("excess"))
             assert refused.value.code is ErrorCode.UNAVAILABLE
@@ -208,7 +200,7 @@ def test_a_requests_deadline_holds_and_an_expired_request_never_runs(tmp_path: P
     async def scenario() -> None:
         async with Engine.from_repository(repo, load="*") as engine:
             busy = asyncio.ensure_future(engine.infer("single", gated("busy", wait_for="release")))
-            await until(lambda: (tmp_path / "started-busy").exists(), "the only instance is busy")
+            await wait_until_async(lambda: (tmp_path / "started-busy").exists(), what="the only instance to be busy")
             with pytest.raises(QueueError) as late:
                 await engine.infer("single", gated("late"), timeout_s=0.05)
             assert late.value.code is ErrorCode.DEADLINE_EXCEEDED and "timeout_s" in late.value.message
