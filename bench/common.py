@@ -1,6 +1,7 @@
 """Shared parts of the perf_analyzer benchmarks (``run_core.py``, ``run_batching.py``).
 
-Paths of the bench kit, starting and always stopping a server (bounded waits, own process group, CPU
+Paths of the benchmark tools (``perf_analyzer.sh``, ``mlserver_launcher.py``, both in this folder, and what
+``setup.sh`` installs under ``.bench/``), starting and always stopping a server (bounded waits, own process group, CPU
 pinning with ``taskset``), one perf_analyzer run parsed into a :class:`Measurement`, and small helpers
 for the reports. Both scripts run from the repository root with the project's venv and import this file
 as ``common`` (their own folder is first on ``sys.path``).
@@ -26,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KIT = (ROOT / ".." / "shared" / "bench-kit").resolve()
+# perf_analyzer is started through this script, which supplies the newer glibc it needs (see its header).
+PERF_ANALYZER = ROOT / "bench" / "perf_analyzer.sh"
+# MLServer plus the model-config endpoint perf_analyzer reads before sending load (see its docstring).
+MLSERVER_LAUNCHER = ROOT / "bench" / "mlserver_launcher.py"
 PA_ROOT = ROOT / ".bench" / "pa"
 PEER_VENV = ROOT / ".bench" / "mlserver-venv"
 PEER_REPO = ROOT / ".bench" / "mlserver-models"
@@ -88,7 +92,7 @@ def pinned(cpus: str, command: list[str]) -> list[str]:
 
 
 def mlserver_spec(model: str, repo: Path = PEER_REPO, name: str = "mlserver", shape: str | None = None) -> ServerSpec:
-    """MLServer (through the kit's launcher) on repo; shape: perf_analyzer's --shape for the input."""
+    """MLServer (through bench/mlserver_launcher.py) on repo; shape: perf_analyzer's --shape for the input."""
     http_port, grpc_port, metrics_port = free_ports(3)
     python = PEER_VENV / "bin" / "python"
     for path, hint in (
@@ -108,7 +112,7 @@ def mlserver_spec(model: str, repo: Path = PEER_REPO, name: str = "mlserver", sh
     shape_flags = ["--shape", shape] if shape else []
     return ServerSpec(
         name=name,
-        command=[str(python), str(KIT / "mlserver_with_config.py"), str(repo)],
+        command=[str(python), str(MLSERVER_LAUNCHER), str(repo)],
         env=env,
         http_port=http_port,
         grpc_port=grpc_port,
@@ -219,7 +223,8 @@ def run_pa(
     csv_path = out_dir / f"{stem}.csv"
     port = spec.http_port if protocol == "http" else spec.grpc_port
     command = pinned(args.client_cpus, [
-        str(KIT / "pa"), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol, "-b", "1",
+        "bash", str(PERF_ANALYZER), "run",
+        "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol, "-b", "1",
         "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-mode", "time_windows", "--measurement-interval", str(args.interval_ms),
         "--stability-percentage", "50", "--max-trials", str(args.max_trials),

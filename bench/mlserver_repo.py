@@ -15,7 +15,7 @@ Outputs. perf_analyzer asks for every output listed in the model configuration, 
 runtime computes one estimator method per requested output name (``predict``, ``predict_proba``).
 modelserve's iris returns the label and the class probabilities, so MLServer is configured with both
 ``predict`` (INT64, [-1, 1]: MLServer adds the trailing dimension) and ``predict_proba`` (FP32, [-1, 3]),
-so that both servers do the same work per request. The launcher in ``../shared/bench-kit`` turns these
+so that both servers do the same work per request. ``bench/mlserver_launcher.py`` turns these
 declarations into the Triton model configuration that perf_analyzer reads.
 
 Ports are not written here: ``run_core.py`` passes them as ``MLSERVER_HTTP_PORT`` and friends (settings.json

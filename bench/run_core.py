@@ -3,12 +3,12 @@
 Method
 ------
 * Same client for both servers: perf_analyzer 2.60.0 (Triton's own load generator), fetched by
-  ``bench/setup.sh`` into ``.bench/pa`` and run through ``../shared/bench-kit/pa``.
+  ``bench/setup.sh`` into ``.bench/pa`` and run through ``bench/perf_analyzer.sh run``.
 * Same model: the iris LogisticRegression from ``examples/build_models.py``. modelserve serves its ONNX
   export (``examples/models/iris``); MLServer 1.7.1 serves the same fitted estimator through its sklearn
   runtime (``.bench/mlserver-models``, written by ``bench/mlserver_repo.py``). perf_analyzer requests every
   output in the model config, so both servers return the label and the class probabilities.
-* MLServer is started by ``../shared/bench-kit/mlserver_with_config.py``, which only adds Triton's
+* MLServer is started by ``bench/mlserver_launcher.py``, which only adds Triton's
   read-only model-config endpoint that perf_analyzer needs (and strips per-output parameters from REST
   replies); MLServer runs with its fastest settings (``parallel_workers: 0``, access log off). It has no
   binary tensor extension, so over HTTP it is driven with JSON tensors; modelserve gets perf_analyzer's

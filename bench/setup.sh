@@ -1,28 +1,28 @@
 #!/usr/bin/env bash
 # Prepare the benchmark tools, idempotently, under .bench/ (git-ignored):
-#   .bench/pa              perf_analyzer 2.60.0 and the Debian 13 runtime it needs (see ../shared/bench-kit)
+#   .bench/pa              perf_analyzer 2.60.0 and, on glibc < 2.38, the Debian 13 runtime it needs
+#                          (bench/perf_analyzer.sh says why)
 #   .bench/mlserver-venv   MLServer 1.7.1 + its scikit-learn runtime: the peer we compare against.
 #   .bench/mlserver-models MLServer's repository for iris (bench/mlserver_repo.py, rebuilt each time: ~7 s)
 #   .bench/plot-venv       matplotlib, only for bench/plot_batching.py (run_batching.py's PNG)
 # The peer is never a dependency of modelserve; it lives in its own venv and is only used by bench/.
-# Run from the repository root (the Makefile does): bash bench/setup.sh
+# Needs the network (PyPI, and a Debian mirror on glibc < 2.38) on the first run only; later runs check and
+# reuse what is there. Run from the repository root (the Makefile does): bash bench/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KIT=../shared/bench-kit
 PY=${BENCH_PYTHON:-python3.11}
 
-# 1. perf_analyzer. The kit calls pip (any venv's pip will do) and apt-get with a private state dir.
-if [ -x .bench/pa/wheel/perf_analyzer/bin/perf_analyzer ] && [ -e .bench/pa/sysroot/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 ]; then
-  echo "setup: .bench/pa already present"
-else
-  echo "setup: fetching perf_analyzer into .bench/pa"
-  rm -rf .bench/pa
-  PATH=.venv/bin:$PATH "$KIT/get-perf-analyzer" .bench/pa
-fi
-PA_ROOT=.bench/pa "$KIT/pa" --version >/dev/null 2>&1 || { echo "setup: perf_analyzer does not run" >&2; exit 1; }
+# 1. perf_analyzer. `fetch` is idempotent itself (it keeps a version stamp and checks the binary starts); any
+#    Python with pip can download the wheel, and the project's venv is the one known to have pip.
+PIP_PYTHON=.venv/bin/python
+[ -x "$PIP_PYTHON" ] || PIP_PYTHON=python3
+PYTHON=$PIP_PYTHON bash bench/perf_analyzer.sh fetch .bench/pa
+PA_ROOT=.bench/pa bash bench/perf_analyzer.sh version >/dev/null 2>&1 \
+  || { echo "setup: perf_analyzer does not run; see: PA_ROOT=.bench/pa bash bench/perf_analyzer.sh version" >&2; exit 1; }
 
 # 2. MLServer in its own venv. The versions are pinned; uvloop<0.22 because MLServer 1.7.1 cannot
-#    load models with newer uvloop. Nothing here should pull torch (warned about below).
+#    load models with newer uvloop; tritonclient because bench/mlserver_launcher.py builds its gRPC model-config
+#    replies with tritonclient's protobuf classes. Nothing here should pull torch (warned about below).
 V=.bench/mlserver-venv
 REQS=(mlserver==1.7.1 mlserver-sklearn==1.7.1 "tritonclient[grpc]==2.73.0" "uvloop<0.22")
 STAMP="$V/.bench-reqs"
