@@ -126,6 +126,11 @@ class RepositorySettings(_Group):
         False, description="Load a known but unloaded model on its first inference request (once)."
     )
     load_threads: int = Field(4, ge=1, description="Models loading in parallel at start.")
+    allow_symlinks: bool = Field(
+        False,
+        description="Follow symbolic links inside the repository whose target is inside it too; false refuses "
+        "every link. A link that leaves the repository is always refused (the model is FAILED with the reason).",
+    )
     memory_budget_mb: int = Field(
         0,
         ge=0,

@@ -96,6 +96,7 @@ def build_observability(
         psi_threshold=drift_settings.psi_threshold,
         sample_rate=drift_settings.sample_rate,
         queue_size=drift_settings.queue_size,
+        allow_symlinks=settings.repository.allow_symlinks,
     )
     log_settings = settings.prediction_log
     prediction_log = PredictionLog(

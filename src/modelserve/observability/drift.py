@@ -157,8 +157,10 @@ class DriftMonitor:
         psi_threshold: float,
         sample_rate: float,
         queue_size: int,
+        allow_symlinks: bool = False,
     ) -> None:
         self._repository = repository
+        self._allow_symlinks = allow_symlinks  # repository.allow_symlinks, for the profiles' jail check
         self._enabled = enabled
         self._window_rows = window_rows
         self._psi_threshold = psi_threshold
@@ -272,7 +274,7 @@ class DriftMonitor:
             self._absent[key] = time.monotonic() + _RECHECK_S
             return None
         try:
-            profile = Profile.load(path)
+            profile = Profile.load(path, repository=self._repository, allow_symlinks=self._allow_symlinks)
         except ProfileError as exc:
             log.warning("drift: %s; drift detection is off for this version until it is fixed", exc)
             self._absent[key] = time.monotonic() + _RECHECK_S

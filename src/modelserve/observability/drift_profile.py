@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.core.errors import ModelLoadError
+from modelserve.core.paths import inside
 from modelserve.observability.divergence import bin_counts
 
 __all__ = ["FORMAT", "KS_SAMPLE", "FeatureProfile", "PredictionProfile", "Profile", "ProfileError", "profile_path"]
@@ -32,6 +34,8 @@ class ProfileError(Exception):
 
 
 def profile_path(model_dir: Path, version: str) -> Path:
+    """Where ``version``'s profile lives: ``<model_dir>/<version>.profile.json``. Only names the path;
+    :meth:`Profile.load` checks that it stays inside the repository before reading it."""
     return model_dir / f"{version}.profile.json"
 
 
@@ -133,9 +137,22 @@ class Profile:
         temporary.replace(path)  # readers never see half a profile
 
     @classmethod
-    def load(cls, path: Path) -> Profile:
+    def load(cls, path: Path, *, repository: Path | None = None, allow_symlinks: bool = False) -> Profile:
+        """Read the profile at ``path`` (a :func:`profile_path`), once it passes the repository's jail check
+        (``core/paths.py``): ``repository`` is the root it must stay in (default: the folder above the
+        model folder, where :func:`profile_path` puts it), ``allow_symlinks`` is
+        ``repository.allow_symlinks``. Raises :class:`ProfileError` saying why and what to do. Blocking."""
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            checked = inside(
+                path.parent.parent if repository is None else repository,
+                path,
+                what="drift profile",
+                allow_symlinks=allow_symlinks,
+            )
+        except ModelLoadError as exc:
+            raise ProfileError(f"{exc.message}; drift detection stays off for this version") from exc
+        try:
+            document = json.loads(checked.read_text(encoding="utf-8"))
             if document.get("format") != FORMAT:
                 raise ProfileError(f"{path}: not a {FORMAT} file; rebuild it with 'modelserve profile'")
             features = tuple(

@@ -7,8 +7,10 @@ The format is ``sha256sum``'s own, so a manifest is made with one command in the
 When the file exists, it must list every file of the version folder (a file added beside the model is
 refused as well), and every file it lists must exist inside the folder and hash to the listed digest,
 or the load fails naming the file and both digests; the version that serves keeps serving.
-Paths in the manifest are relative and must stay inside the folder (no ``..``, no absolute paths, no
-symlinks out), so a manifest can never make the server read elsewhere.
+Paths in the manifest are relative and must stay inside the folder (no ``..``, no absolute paths), and
+the manifest and every file it names pass the repository's jail check (``core/paths.py``: no symbolic
+links unless ``repository.allow_symlinks``, never one out of the repository), so a manifest can never
+make the server read elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from pathlib import Path
 
 from modelserve.core.errors import ModelLoadError
+from modelserve.core.paths import inside
 
 __all__ = ["MANIFEST_FILENAME", "verify_manifest"]
 
@@ -34,12 +37,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_manifest(version_dir: Path, owner: str) -> int:
+def verify_manifest(version_dir: Path, owner: str, *, repository: Path, allow_symlinks: bool) -> int:
     """Check ``version_dir`` against its manifest, if it has one. Returns the number of files checked
-    (0 without a manifest). Raises :class:`ModelLoadError` naming the file and both digests."""
+    (0 without a manifest). ``repository`` is the repository root every listed file must stay in, and
+    ``allow_symlinks`` is ``repository.allow_symlinks``. Raises :class:`ModelLoadError` (stage
+    "checksum") naming the file and both digests, or the refused link."""
     manifest = version_dir / MANIFEST_FILENAME
-    if not manifest.is_file():
+    if not manifest.is_file() and not manifest.is_symlink():
         return 0
+    manifest = inside(
+        repository, manifest, what=f"{owner}: {MANIFEST_FILENAME}", allow_symlinks=allow_symlinks, stage="checksum"
+    )
     root = version_dir.resolve()
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
@@ -59,8 +67,21 @@ def verify_manifest(version_dir: Path, owner: str) -> int:
                 stage="checksum",
             )
         expected, name = match.group(1).lower(), match.group(2)
-        target = (version_dir / name).resolve()
-        if Path(name).is_absolute() or not target.is_relative_to(root) or target == root:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelLoadError(
+                f"{owner}: {MANIFEST_FILENAME} line {number} names '{name}', outside the version folder",
+                stage="checksum",
+            )
+        # Resolved by the jail check, so a listed file that is a link out of the repository is never hashed.
+        target = inside(
+            repository,
+            root / name,
+            what=f"{owner}: {MANIFEST_FILENAME} line {number}",
+            allow_symlinks=allow_symlinks,
+            must_exist=False,
+            stage="checksum",
+        )
+        if not target.is_relative_to(root) or target == root:
             raise ModelLoadError(
                 f"{owner}: {MANIFEST_FILENAME} line {number} names '{name}', outside the version folder",
                 stage="checksum",

@@ -10,6 +10,9 @@ Invariants:
   switch from old versions to new ones is one assignment (``ModelRecord.publish``), then the old ones
   drain and unload. A failed reload changes nothing that serves.
 - Blocking work (file reads, session creation, worker start-up, unloading) runs in threads.
+- Nothing outside the repository root is read, listed or executed: the model folder, config.pbtxt, each
+  version folder, its model file and every link under it pass ``core/paths.inside`` before anything
+  reads them, and runtimes get the checked, resolved version folder.
 - Every failed load counts once in ``modelserve_model_load_failures_total{model, stage}``, with the stage
   the :class:`ModelLoadError` carries (``"load"`` for anything else that went wrong).
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, RoutingError
 from modelserve.core.names import check_model_name
+from modelserve.core.paths import inside, inside_tree
 from modelserve.observability.metrics import ServerMetrics
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
@@ -49,8 +53,11 @@ Progress = Callable[[str, VersionState, str], None]
 class VersionBuilder:
     """Builds the versions of one model that its config selects. Blocking: runs on a worker thread."""
 
-    def __init__(self, *, root: Path, scheduling: SchedulingDefaults, clock: Clock) -> None:
+    def __init__(
+        self, *, root: Path, scheduling: SchedulingDefaults, clock: Clock, allow_symlinks: bool = False
+    ) -> None:
         self._root = root
+        self._allow_symlinks = allow_symlinks  # repository.allow_symlinks
         self._scheduling = scheduling
         self._clock = clock
         self._ignored_warned: set[str] = set()  # models whose ignored config fields were logged
@@ -59,8 +66,16 @@ class VersionBuilder:
         """Every selected version of ``name``, loaded, warmed up and with its scheduler made (not started),
         by version number. All or nothing: if one version fails, the ones already built are unloaded.
         Raises :class:`ModelLoadError` with its stage, or whatever a runtime raised."""
-        model_dir = self._root / name
-        config = mcfg.read_model_config(model_dir, name)
+        # Checked before anything under it is listed or read: a model folder linked out of the repository
+        # fails here, and the model shows FAILED with the reason (see scan.scan_models).
+        model_dir = inside(
+            self._root,
+            self._root / name,
+            what=f"model '{name}': model folder",
+            allow_symlinks=self._allow_symlinks,
+            stage="config",
+        )
+        config = mcfg.read_model_config(model_dir, name, root=self._root, allow_symlinks=self._allow_symlinks)
         available = list_versions(model_dir)
         chosen = mcfg.select_versions(config, available)
         if not chosen:
@@ -99,12 +114,22 @@ class VersionBuilder:
         owner = f"model '{config.name}' version {version}"
         started = self._clock.now_ns()
         report(VersionState.LOADING)
+        allow = self._allow_symlinks
+        model_dir = version_dir.parent  # the checked model folder (version_dir may resolve elsewhere inside)
+        # The version folder and every link anywhere under it (what a runtime may open beside its model
+        # file: ONNX external data, a python model's modules) stay inside the repository; the runtime
+        # gets the resolved folder, so it opens what was checked.
+        version_dir = inside(self._root, version_dir, what=f"{owner}: version folder", allow_symlinks=allow)
+        inside_tree(self._root, version_dir, what=f"{owner}: version folder entry", allow_symlinks=allow)
         kind = mcfg.resolve_runtime(config, version_dir)
         filename = config.default_model_filename or kind.default_filename
-        if not (version_dir / filename).is_file():
+        model_file = inside(
+            self._root, version_dir / filename, what=f"{owner}: model file", must_exist=False, allow_symlinks=allow
+        )
+        if not model_file.is_file():
             raise ModelLoadError(f"{owner}: no '{filename}' in its version folder", stage="load")
         # Checked before any runtime reads the files: a corrupt or swapped artefact is never loaded.
-        verify_manifest(version_dir, owner)
+        verify_manifest(version_dir, owner, repository=self._root, allow_symlinks=allow)
         signature = mcfg.signature_of(config) if config.input and config.output else None
         parameters = {key: value.string_value for key, value in config.parameters.items()}
         count = sum(group.count or 1 for group in config.instance_group) or 1
@@ -133,7 +158,9 @@ class VersionBuilder:
                 raise ModelLoadError(f"{owner}: instances {unhealthy} are not healthy after loading", stage="verify")
             loaded_at = self._clock.now_ns()
             report(VersionState.WARMING)
-            warmup_calls = run_warmup(config, signature, runtimes, version_dir.parent, owner)
+            warmup_calls = run_warmup(
+                config, signature, runtimes, model_dir, owner, repository=self._root, allow_symlinks=allow
+            )
             warmed_at = self._clock.now_ns()
             if warmup_calls:
                 log.info("%s: %d warm-up calls in %.1f ms", owner, warmup_calls, (warmed_at - loaded_at) / 1e6)

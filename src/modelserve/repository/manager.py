@@ -36,6 +36,8 @@ class ModelManager:
 
     ``memory_budget_bytes``: what the loaded versions may hold together (0: no budget), as their runtimes
     report it (``Runtime.memory_bytes``). ``pinned``: models the budget and idle unloading never unload.
+    ``allow_symlinks`` (``repository.allow_symlinks``): follow symbolic links that stay inside ``root``;
+    False refuses every link, and a link out of ``root`` is always refused (``core/paths.py``).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class ModelManager:
         memory_budget_bytes: int = 0,
         pinned: frozenset[str] = frozenset(),
         metrics: ServerMetrics | None = None,
+        allow_symlinks: bool = False,
     ) -> None:
         metrics = metrics or ServerMetrics()
         self._index = ModelIndex(root, clock)
@@ -62,7 +65,7 @@ class ModelManager:
         )
         self._loader = Loader(
             index=self._index,
-            builder=VersionBuilder(root=root, scheduling=scheduling, clock=clock),
+            builder=VersionBuilder(root=root, scheduling=scheduling, clock=clock, allow_symlinks=allow_symlinks),
             eviction=self._eviction,
             load_concurrency=load_concurrency,
             clock=clock,

@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from modelserve.core.datatypes import Datatype, datatype_from_config_enum
 from modelserve.core.errors import ModelLoadError
+from modelserve.core.paths import inside
 from modelserve.core.signature import ModelSignature, TensorSpec
 from modelserve.runtimes.base import RuntimeMetadata
 from modelserve.runtimes.registry import SUPPORTED, RuntimeKind, runtime_kind_for, runtime_kind_for_file
@@ -63,14 +64,26 @@ _IGNORED_FIELDS = (
 )
 
 
-def read_model_config(model_dir: Path, name: str) -> ModelConfig:
+def read_model_config(
+    model_dir: Path, name: str, *, root: Path | None = None, allow_symlinks: bool = False
+) -> ModelConfig:
     """Parse ``<model_dir>/config.pbtxt``; a model without one gets an empty config named after its folder.
 
-    Raises :class:`ModelLoadError` naming the file and the parser's line/column on a syntax error.
+    ``root`` is the repository (default: ``model_dir``'s parent, where a model folder lives) and
+    ``allow_symlinks`` is ``repository.allow_symlinks``: the file must stay inside ``root``
+    (``core/paths.py``). Raises :class:`ModelLoadError` (stage "config") naming the file and the parser's
+    line/column on a syntax error, or the link when the file is a refused symbolic link.
     """
     config = mc.ModelConfig()
     path = model_dir / CONFIG_FILENAME
-    if path.is_file():
+    if path.is_file() or path.is_symlink():  # a dangling link is refused, not read as "no config"
+        path = inside(
+            model_dir.parent if root is None else root,
+            path,
+            what=f"model '{name}': {CONFIG_FILENAME}",
+            allow_symlinks=allow_symlinks,
+            stage="config",
+        )
         try:
             text_format.Parse(path.read_text(encoding="utf-8"), config)
         except text_format.ParseError as exc:

@@ -1,8 +1,11 @@
 """Reading the repository folder: which models exist and which numeric version folders each has.
 
 Non-numeric version folders are skipped (Triton does the same) and so are model folders whose name
-is not a valid model name. :class:`RepositoryListing` keeps the list of models between calls, because
-the index and every ``/metrics`` scrape ask for it on the event loop; it warns once per skipped folder.
+is not a valid model name. Listing only looks at names (and ``stat``s them): whether a folder stays
+inside the repository is checked when it loads (``core/paths.py``), so a model folder that is a
+symbolic link out of the repository is listed, and FAILED with the reason when asked to load.
+:class:`RepositoryListing` keeps the list of models between calls, because the index and every
+``/metrics`` scrape ask for it on the event loop; it warns once per skipped folder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def scan_models(root: Path) -> ModelFolders:
     ``FileNotFoundError``) if ``root`` cannot be listed."""
     names: list[str] = []
     skipped: list[str] = []
+    # A model folder that is a symbolic link (even one leaving the repository) is listed like any other:
+    # its load refuses it (loader.py checks it before anything under it is read), so it shows in the index
+    # as FAILED with the link and the fix. Skipping it here with a log line would make a model the operator
+    # put there silently absent from the index, /metrics and the load API ("unknown model"), which is harder
+    # to diagnose; is_dir() follows the link, but a stat reads nothing outside the repository.
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue

@@ -6,12 +6,14 @@ Each ``model_warmup`` entry builds one request (``batch_size`` rows when the mod
 from ``zero_data``, ``random_data`` or ``input_data_file``) and runs it ``count`` times (at least once)
 on every instance, directly on the runtime. A failure keeps the version out of READY with the reason.
 ``input_data_file`` names a raw little-endian file in ``<model>/warmup/`` (Triton's place for them);
-names that would leave that folder are refused.
+names that would leave that folder are refused, and so is a file that fails the repository's jail check
+(``core/paths.py``: a symbolic link, unless ``repository.allow_symlinks``, and never one out of it).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from modelserve.core.datatypes import Datatype, datatype_from_config_enum
 from modelserve.core.errors import ModelLoadError, ModelServeError
+from modelserve.core.paths import inside
 from modelserve.core.signature import ModelSignature
 from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.shapes import to_model_shape
@@ -29,7 +32,16 @@ __all__ = ["run_warmup"]
 _RNG_SEED = 0
 
 
-def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """Where warm-up files come from: ``<model_dir>/warmup/``, inside the repository ``root``."""
+
+    model_dir: Path
+    root: Path
+    allow_symlinks: bool
+
+
+def _tensor(owner: str, files: _Files, name: str, spec: Any, rows: int | None) -> np.ndarray:
     enum_name = mc.DataType.Name(spec.data_type)
     datatype = datatype_from_config_enum(enum_name)
     if datatype is None:
@@ -55,13 +67,20 @@ def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None)
             return rng.integers(0, 2, shape).astype(dtype)
         return rng.integers(0, 100, shape).astype(dtype)
     if source == "input_data_file":
-        folder = (model_dir / "warmup").resolve()
-        path = (folder / spec.input_data_file).resolve()
-        if not path.is_relative_to(folder):
+        relative = Path(spec.input_data_file)
+        if relative.is_absolute() or ".." in relative.parts:
             raise ModelLoadError(
-                f"{owner}: model_warmup file '{spec.input_data_file}' is outside {model_dir.name}/warmup/",
+                f"{owner}: model_warmup file '{spec.input_data_file}' is outside {files.model_dir.name}/warmup/",
                 stage="warmup",
             )
+        path = inside(
+            files.root,
+            files.model_dir / "warmup" / relative,
+            what=f"{owner}: model_warmup file",
+            allow_symlinks=files.allow_symlinks,
+            must_exist=False,  # a missing file gets the "cannot read" message below
+            stage="warmup",
+        )
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -79,9 +98,21 @@ def _tensor(owner: str, model_dir: Path, name: str, spec: Any, rows: int | None)
     return np.zeros(shape, dtype=dtype)
 
 
-def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], model_dir: Path, owner: str) -> int:
+def run_warmup(
+    config: Any,
+    signature: ModelSignature,
+    runtimes: list[Runtime],
+    model_dir: Path,
+    owner: str,
+    *,
+    repository: Path,
+    allow_symlinks: bool,
+) -> int:
     """Run every ``model_warmup`` entry on every instance. Returns the number of calls made.
-    Raises :class:`ModelLoadError` with the reason when a warm-up call fails."""
+    ``repository`` is the root warm-up files must stay in; ``allow_symlinks`` is
+    ``repository.allow_symlinks``. Raises :class:`ModelLoadError` with the reason when a warm-up file is
+    refused or a warm-up call fails."""
+    files = _Files(model_dir=model_dir, root=repository, allow_symlinks=allow_symlinks)
     calls = 0
     batching = signature.max_batch_size > 0
     generated = config.parameters.get("warmup_requests")
@@ -96,7 +127,7 @@ def run_warmup(config: Any, signature: ModelSignature, runtimes: list[Runtime], 
                 raise ModelLoadError(
                     f"{owner}: model_warmup '{warmup.name}' names unknown input '{name}'", stage="warmup"
                 )
-            inputs[name] = to_model_shape(_tensor(owner, model_dir, name, spec, rows), tensor_spec, batching)
+            inputs[name] = to_model_shape(_tensor(owner, files, name, spec, rows), tensor_spec, batching)
         for runtime in runtimes:
             for _ in range(max(1, int(warmup.count))):
                 try:

@@ -2,7 +2,9 @@
 
 ``<repository>/<model>/aliases.json`` holds, per alias, the version it points at and the versions it
 pointed at before (newest last), so a rollback is one step back. The file is written atomically (a
-temporary file renamed over it), so a crash never leaves half a file; it survives restarts.
+temporary file renamed over it), so a crash never leaves half a file; it survives restarts. The file
+passes the repository's jail check (``core/paths.py``) before it is read or written: an ``aliases.json``
+(or model folder) that is a symbolic link out of the repository is refused, never followed.
 
 A request names an alias where it names a version (REST ``/v2/models/iris/versions/production/infer``,
 gRPC ``model_version: "production"``). A request with no version goes to ``production`` when it is set and
@@ -19,7 +21,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelserve.core.errors import ErrorCode, ModelServeError, ValidationError
+from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, ValidationError
+from modelserve.core.paths import inside
 
 __all__ = ["ALIAS_FILENAME", "DEFAULT_ALIAS", "Alias", "AliasStore", "check_alias_name"]
 
@@ -43,15 +46,29 @@ class Alias:
 
 
 class AliasStore:
-    """Thread-safe: read from request threads and the loop, written by admin calls."""
+    """Thread-safe: read from request threads and the loop, written by admin calls. ``allow_symlinks`` is
+    ``repository.allow_symlinks`` (see ``core/paths.py``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, allow_symlinks: bool = False) -> None:
         self._root = root
+        self._allow_symlinks = allow_symlinks
         self._cache: dict[str, dict[str, Alias]] = {}
         self._lock = threading.Lock()
 
     def _path(self, model: str) -> Path:
-        return self._root / model / ALIAS_FILENAME
+        """The checked, resolved path of ``model``'s aliases file (it need not exist yet). Raises
+        :class:`ModelServeError` (INTERNAL: the repository is wrong, not the request) naming the link."""
+        try:
+            return inside(
+                self._root,
+                self._root / model / ALIAS_FILENAME,
+                what=f"model '{model}': {ALIAS_FILENAME}",
+                allow_symlinks=self._allow_symlinks,
+                must_exist=False,
+                stage="config",
+            )
+        except ModelLoadError as exc:
+            raise ModelServeError(exc.message, code=ErrorCode.INTERNAL) from exc
 
     def _read(self, model: str) -> dict[str, Alias]:
         path = self._path(model)
@@ -86,13 +103,13 @@ class AliasStore:
 
     def _write(self, model: str, aliases: dict[str, Alias]) -> None:
         document = {name: {"version": a.version, "history": a.history} for name, a in sorted(aliases.items())}
-        folder = self._root / model
-        handle, temporary = tempfile.mkstemp(prefix=".aliases-", dir=folder)
+        path = self._path(model)  # resolved: the temporary file goes beside the file it replaces
+        handle, temporary = tempfile.mkstemp(prefix=".aliases-", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 json.dump(document, file, indent=2)
                 file.write("\n")
-            os.replace(temporary, self._path(model))
+            os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
