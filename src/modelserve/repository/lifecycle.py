@@ -208,12 +208,12 @@ class ModelIndex:
                 for version, (state, reason) in list(record.transient.items()):
                     versions[version] = IndexEntry(name, version, state, reason)
                 for version, loaded in list(record.versions.items()):
-                    state = VersionState.READY if loaded.is_ready else VersionState.UNAVAILABLE
+                    state, reason = _serving_state(loaded)
                     versions[version] = IndexEntry(
                         name,
                         version,
                         state,
-                        "" if loaded.is_ready else "not healthy",
+                        reason,
                         memory_bytes=loaded.statistics.memory_bytes,
                         memory_source=loaded.memory_source,
                         load_ms=loaded.load_ns / 1e6,
@@ -227,3 +227,14 @@ class ModelIndex:
                 if not ready_only or entry.state is VersionState.READY:
                     entries.append(entry)
         return entries
+
+
+def _serving_state(loaded: LoadedVersion) -> tuple[VersionState, str]:
+    """READY; FAILED when every instance has failed for good (a python worker that kept dying), with
+    their reasons, until a reload; else UNAVAILABLE (an instance is recovering, e.g. being replaced)."""
+    if loaded.is_ready:
+        return VersionState.READY, ""
+    failures = [runtime.failure_reason for runtime in loaded.runtimes]
+    if failures and all(failures):
+        return VersionState.FAILED, "; ".join(dict.fromkeys(failures))
+    return VersionState.UNAVAILABLE, "not healthy"

@@ -93,6 +93,13 @@ class Runtime(Protocol):
         """False while the instance cannot serve (e.g. its worker process died and is being replaced)."""
         ...
 
+    @property
+    def failure_reason(self) -> str:
+        """Why the instance has stopped serving for good, "" while it serves or can recover by itself (e.g.
+        "worker process died 5 times in a row; last: exit code 3; ..."). Only a reload clears it; the
+        repository index shows a version whose every instance reports one as FAILED with the reason."""
+        ...
+
     def memory_bytes(self) -> MemoryFootprint:
         """What this loaded instance holds (after ``load``), never less than the runtime's floor.
 

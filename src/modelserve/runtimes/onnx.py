@@ -143,6 +143,10 @@ class OnnxRuntime:
     def is_healthy(self) -> bool:
         return self._session is not None
 
+    @property
+    def failure_reason(self) -> str:
+        return ""  # nothing fails for good in process: a failed load raises, a failed call fails alone
+
     def memory_bytes(self) -> MemoryFootprint:
         """The version folder's file size (see the module docstring), at least ``MEMORY_FLOOR_BYTES``."""
         if self._session is None:

@@ -123,6 +123,10 @@ class SklearnRuntime:
     def is_healthy(self) -> bool:
         return self._estimator is not None
 
+    @property
+    def failure_reason(self) -> str:
+        return ""  # nothing fails for good in process: a failed load raises, a failed call fails alone
+
     def memory_bytes(self) -> MemoryFootprint:
         """The estimator's pickled size (see the module docstring), measured once per load."""
         if self._estimator is None:
