@@ -240,17 +240,23 @@ def test_load_and_unload_from_python_and_leaving_reaps_the_workers(tmp_path: Pat
     repo = iris_repository(tmp_path)
     write_python_model(repo / "worker", GATED_MODEL, GATED_CONFIG.format(folder=tmp_path))
 
+    # Only the engine's own workers count: a server another test started may be a child of this process.
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+
+    def workers() -> set[int]:
+        return {child.pid for child in psutil.Process().children(recursive=True)} - before
+
     async def scenario() -> None:
         async with Engine.from_repository(repo, load=["iris"]) as engine:
             with pytest.raises(ModelServeError) as not_loaded:
                 await engine.infer("worker", gated("x"))
             assert not_loaded.value.code is ErrorCode.UNAVAILABLE
             await engine.load("worker")
-            assert psutil.Process().children(recursive=True), "the python model runs in a worker process"
+            assert workers(), "the python model runs in a worker process"
             await engine.infer("worker", gated("x"))
             await engine.unload("iris")
             with pytest.raises(ModelServeError, match="not loaded"):
                 await engine.infer("iris", {"input-0": np.array([IRIS_ROW], np.float32)})
 
     run(scenario)
-    assert not psutil.Process().children(recursive=True), "leaving the engine reaps its worker processes"
+    assert not workers(), "leaving the engine reaps its worker processes"

@@ -45,7 +45,7 @@ from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.scheduler_config import SchedulingDefaults
 from modelserve.routing.aliases import AliasStore
 from modelserve.routing.router import Router
-from modelserve.scheduling.admission import AdmissionGate
+from modelserve.scheduling.admission import SHUTTING_DOWN, AdmissionGate
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
 
@@ -79,6 +79,7 @@ class Engine:
             memory_budget_bytes=repository.memory_budget_mb * 2**20,
             pinned=frozenset(repository.pinned_models),
             metrics=self.metrics,
+            allow_symlinks=repository.allow_symlinks,
         )
         self._observability: ObservabilityParts = build_observability(settings, self.manager, self.metrics, self.clock)
         self.gate = AdmissionGate(settings.server.max_inflight_requests)
@@ -86,7 +87,11 @@ class Engine:
             server_name="modelserve",
             server_version=__version__,
             manager=self.manager,
-            router=Router(self.manager, AliasStore(repository.path), load_on_demand=repository.load_on_demand),
+            router=Router(
+                self.manager,
+                AliasStore(repository.path, allow_symlinks=repository.allow_symlinks),
+                load_on_demand=repository.load_on_demand,
+            ),
             gate=self.gate,
             clock=self.clock,
             max_requested_outputs=settings.limits.max_requested_outputs,
@@ -161,14 +166,24 @@ class Engine:
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Refuse new requests and wait up to ``timeout_s`` (default ``server.drain_timeout_s``) for the
         admitted ones. True when they all finished."""
-        drained = await self.gate.drain(self.settings.server.drain_timeout_s if timeout_s is None else timeout_s)
+        timeout_s = self.settings.server.drain_timeout_s if timeout_s is None else timeout_s
+        drained = await self.gate.drain(timeout_s)
         if not drained:
-            log.warning("drain timed out with %d requests in flight", self.gate.inflight)
+            log.warning(
+                "drain timed out after %.1f s with %d requests in flight; stop() cuts them short (UNAVAILABLE)",
+                timeout_s,
+                self.gate.inflight,
+            )
         return drained
 
     async def stop(self) -> None:
         """Drain, stop the background work, unload every model (worker processes are reaped) and flush the
-        prediction log. Idempotent."""
+        prediction log. Idempotent.
+
+        Requests still queued or running when the drain gives up (``server.drain_timeout_s``) are cut
+        short: each fails with :class:`~modelserve.core.errors.QueueError` (UNAVAILABLE) saying the server
+        is shutting down and to retry on another replica; running calls get ``repository.retire``'s
+        ``UNLOAD_GRACE_S`` to end before their runtimes unload."""
         if self._stack is None or self._stopped:
             return
         self._stopped = True
@@ -178,7 +193,11 @@ class Engine:
             task.cancel()  # undelivered webhook notifications are counted as failed, not awaited
         try:
             await self._stack.aclose()
-            await self.manager.close(drain_timeout_s=1.0)
+            # Released with the shutdown as the reason before the manager retires them, so what the drain
+            # left behind learns why; the drain is over, so the manager's own drain of each is not repeated.
+            for version in self.manager.loaded_versions():
+                version.scheduler.close(SHUTTING_DOWN)
+            await self.manager.close(drain_timeout_s=0.0)
         finally:
             await asyncio.to_thread(self._observability.stop)
 

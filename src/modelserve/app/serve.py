@@ -2,8 +2,9 @@
 
 The only module that imports the transports. Shutdown on SIGTERM/SIGINT:
 readiness turns false and new requests get 503 at once; in-flight requests finish (bounded by
-``server.drain_timeout_s``); the listeners close; every model unloads and worker processes are reaped;
-the process exits 0.
+``server.drain_timeout_s``); every model unloads and worker processes are reaped, and requests the drain
+left behind are answered 503 / UNAVAILABLE ("the server is shutting down; retry on another replica");
+then the listeners close, once those answers are out; the process exits 0.
 """
 
 from __future__ import annotations
@@ -145,8 +146,12 @@ class Server:
                 if done & listeners and not self._stop.is_set():
                     log.error("an HTTP listener stopped (port in use?); shutting down")
                     stop_task.cancel()
-                log.info("shutting down: draining in-flight requests (up to %.0f s)", settings.server.drain_timeout_s)
+                log.info("shutting down: draining in-flight requests (up to %.1f s)", settings.server.drain_timeout_s)
                 await engine.drain()
+                # Unload before the listeners close: uvicorn waits for the requests it has in flight, and
+                # gRPC cancels its calls after the grace below, so the requests the drain left behind must
+                # be answered (UNAVAILABLE, by the unload) while both can still send the answer.
+                await engine.stop()
                 for server in (http_server, metrics_server):
                     if server is not None:
                         server.should_exit = True

@@ -1,8 +1,20 @@
-"""The server-wide gate in front of every model: a global in-flight cap, and the drain switch.
+"""Admission: the server-wide gate in front of every model, and each model version's own.
 
-``admit()`` never waits: over the cap, or once draining has begun, it refuses at once with UNAVAILABLE
-and a message naming the limit, so an overloaded server answers fast instead of queueing without bound.
-Thread-safe: REST requests pass it on the event loop, gRPC requests on grpcio's threads.
+:class:`AdmissionGate`: a global in-flight cap, and the drain switch. ``admit()`` never waits: over the
+cap, or once draining has begun, it refuses at once with UNAVAILABLE and a message naming the limit, so
+an overloaded server answers fast instead of queueing without bound.
+
+:class:`VersionAdmission`: the requests admitted to one version, and its end of life, in two steps::
+
+    open --close() (drain begins)--> refusing new requests --release(reason) (unload)--> released
+
+Once released, a request that was admitted earlier and fails did so because the version was unloaded
+under it (its executor refuses new work, its runtime was freed mid-call, its worker was stopped), so
+:meth:`VersionAdmission.cut_short` turns that failure into one UNAVAILABLE :class:`QueueError` that says
+so and how to retry, never a runtime's internal error (a 500). Both schedulers apply it once, where a
+request's path ends.
+
+Thread-safe: REST requests pass both on the event loop, gRPC requests on grpcio's threads.
 """
 
 from __future__ import annotations
@@ -15,7 +27,11 @@ from contextlib import contextmanager
 
 from modelserve.core.errors import QueueError
 
-__all__ = ["AdmissionGate", "wait_until_idle"]
+__all__ = ["SHUTTING_DOWN", "UNLOADED", "AdmissionGate", "VersionAdmission", "wait_until_idle"]
+
+# Why a version was released, as the clause its cut-short requests' messages end with.
+UNLOADED = "the version was unloaded or replaced; retry the request"
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
 # How often a drain looks at the in-flight count. Admitted requests finish on threads as well as on the
 # loop, so a poll (bounded by the drain timeout) is simpler than waking the loop from every thread.
@@ -76,21 +92,29 @@ class AdmissionGate:
 
 
 class VersionAdmission:
-    """The requests admitted to one model version, and the switch that stops admitting more (unload).
+    """The requests admitted to one model version, the switch that stops admitting more (drain), and the
+    mark that the version is being released under the ones still admitted (unload).
 
     Shared by both schedulers: ``enter``/``leave`` around every request (thread-safe), ``drain`` to
-    refuse new ones and wait for the admitted ones.
+    refuse new ones and wait for the admitted ones, ``release`` when the scheduler closes, ``cut_short``
+    where a request's path ends in failure.
     """
 
     def __init__(self, owner: str) -> None:
         self._owner = owner
         self._active = 0
         self._is_closed = False
+        self._release_reason: str | None = None
         self._lock = threading.Lock()
 
     @property
     def is_closed(self) -> bool:
         return self._is_closed
+
+    @property
+    def is_released(self) -> bool:
+        """True once :meth:`release` ran: admitted requests no longer run, and their failures are cut short."""
+        return self._release_reason is not None
 
     @property
     def in_flight(self) -> int:
@@ -110,6 +134,32 @@ class VersionAdmission:
     def close(self) -> None:
         with self._lock:
             self._is_closed = True
+
+    def release(self, reason: str = UNLOADED) -> bool:
+        """Close, and mark the version as released for ``reason`` (:data:`UNLOADED`, :data:`SHUTTING_DOWN`:
+        the clause cut-short messages end with). The first reason holds. True on the first call only."""
+        with self._lock:
+            self._is_closed = True
+            if self._release_reason is not None:
+                return False
+            self._release_reason = reason
+            return True
+
+    def unloaded_error(self, *, started: bool) -> QueueError:
+        """What a request admitted before :meth:`release` gets: UNAVAILABLE, naming the version, whether
+        it had started to run, why it was unloaded and where to retry."""
+        when = "while this request ran" if started else "before this request ran"
+        return QueueError(f"{self._owner} was unloaded {when}: {self._release_reason or UNLOADED}")
+
+    def cut_short(self, failure: Exception, *, started: bool = True) -> Exception:
+        """The error a request that failed with ``failure`` should raise: ``failure`` itself, unless the
+        version has been released and ``failure`` is not already a :class:`QueueError` (the caller's own
+        deadline or cancellation, a full queue, an unload notice), in which case the unload caused it and
+        it becomes :meth:`unloaded_error`. A genuine model failure that races with the release is reported
+        as cut short too: the version is going away either way, and a retry elsewhere is the right answer."""
+        if self._release_reason is None or isinstance(failure, QueueError):
+            return failure
+        return self.unloaded_error(started=started)
 
     async def drain(self, timeout_s: float) -> bool:
         """Close, then wait up to ``timeout_s`` for admitted requests. True if they all finished."""

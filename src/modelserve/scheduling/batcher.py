@@ -19,6 +19,11 @@ future: a coroutine on the loop awaits it, a gRPC thread blocks on it. Under the
 request that finds nothing queued and an instance idle is a batch of one and runs at once (on the gRPC
 thread itself, or the instance's thread from the loop) without a trip through the batcher task: batching
 then costs a lone request nothing. The idle-instance list is shared, so it is guarded by a lock.
+
+Unloading under admitted requests: ``close(reason)`` releases the version (``admission.py``): queued
+requests are answered at once, batches handed to the executor skip the runtime, and a request whose
+batch failed because the unload ran under it raises UNAVAILABLE naming the version and ``reason``
+(converted once, in ``execute``), never the runtime's internal error.
 """
 
 from __future__ import annotations
@@ -35,13 +40,13 @@ import numpy as np
 
 from modelserve.core.clock import Clock
 from modelserve.core.context import RequestContext
-from modelserve.core.errors import ModelServeError, QueueError, RuntimeFailure
+from modelserve.core.errors import ModelServeError, RuntimeFailure
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.core.steps import PostToLoop, RunBlocking, Steps, WaitFor
 from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
-from modelserve.scheduling.admission import VersionAdmission
+from modelserve.scheduling.admission import UNLOADED, VersionAdmission
 from modelserve.scheduling.batch_policy import BatchPolicy, QueuedView, decide
 from modelserve.scheduling.request_queue import PriorityQueues, QueueEntry, deadline_error
 from modelserve.scheduling.shapes import to_client, to_model_shape
@@ -136,13 +141,16 @@ class DynamicBatchScheduler:
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)
 
-    def close(self) -> None:
-        self._admission.close()
+    def close(self, reason: str = UNLOADED) -> None:
+        if not self._admission.release(reason):
+            return
         if self._task is not None:
             self._task.cancel()
         for entry in self._queues.drain_all():
-            _settle(entry, QueueError(f"{self._owner} was unloaded before this request ran"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            _settle(entry, self._admission.unloaded_error(started=False))
+        # Batches already handed to the executor still run: they see the release and skip the runtime,
+        # and their done callbacks give the instances back.
+        self._executor.shutdown(wait=False, cancel_futures=False)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -192,8 +200,8 @@ class DynamicBatchScheduler:
     def _take_idle_for_fast_path(self) -> Runtime | None:
         """Adaptive policy, nothing queued, an instance idle: the request is a batch of one and runs now,
         without a trip through the batcher task. (A request queued by another thread at this very moment
-        may be overtaken by this one; it runs next.)"""
-        if not self._policy.adaptive or len(self._queues) or self._pending_pushes:
+        may be overtaken by this one; it runs next.) None once released: the queued path answers it."""
+        if not self._policy.adaptive or len(self._queues) or self._pending_pushes or self._admission.is_released:
             return None
         with self._lock:
             return self._idle.pop() if self._idle else None
@@ -238,6 +246,11 @@ class DynamicBatchScheduler:
                 # cancels the future, and the batcher drops the entry before it runs.
                 outputs = yield WaitFor(waiter, partial(self._abandon, waiter))
             return outputs
+        except Exception as exc:
+            failure = self._admission.cut_short(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except BaseException as exc:
             failure = exc
             raise
@@ -249,6 +262,8 @@ class DynamicBatchScheduler:
     ) -> dict[str, np.ndarray]:
         # The instance goes back when this call is done, even if its caller gave up meanwhile.
         try:
+            if self._admission.is_released:  # a gRPC thread that got here after close: never run it
+                raise self._admission.unloaded_error(started=False)
             return self._single.run(runtime, request, output_names, queued_ns)
         finally:
             self._return_instance(runtime)
@@ -259,6 +274,9 @@ class DynamicBatchScheduler:
             self._pending_pushes -= 1
         if entry.future.done():
             return  # abandoned before it reached the queue
+        if self._admission.is_released:  # posted by a gRPC thread before close: no batcher will run it
+            _settle(entry, self._admission.unloaded_error(started=False))
+            return
         try:
             self._queues.push(entry)
         except ModelServeError as exc:
@@ -328,17 +346,18 @@ class DynamicBatchScheduler:
         runtime: Runtime,
         sequence: int,
         batch: list[QueueEntry],
-        done: asyncio.Future[tuple[list[_Outcome], _BatchTimes]],
+        done: asyncio.Future[tuple[list[_Outcome], _BatchTimes | None]],
     ) -> None:
         if done.cancelled():
-            outcomes: list[_Outcome] = [QueueError(f"{self._owner} was unloaded while this request ran")] * len(batch)
+            outcomes: list[_Outcome] = [self._admission.unloaded_error(started=False)] * len(batch)
         elif done.exception() is not None:
             failure = done.exception()
             assert failure is not None
             outcomes = [failure] * len(batch)
         else:
             outcomes, times = done.result()
-            self._record(times, batch)
+            if times is not None:
+                self._record(times, batch)
         self._finished[sequence] = list(zip(batch, outcomes, strict=True))
         self._deliver(sequence)
         self._return_instance(runtime)
@@ -364,9 +383,12 @@ class DynamicBatchScheduler:
 
     # -- on an instance's thread -------------------------------------------------------------------
 
-    def _execute_batch(self, runtime: Runtime, batch: list[QueueEntry]) -> tuple[list[_Outcome], _BatchTimes]:
+    def _execute_batch(self, runtime: Runtime, batch: list[QueueEntry]) -> tuple[list[_Outcome], _BatchTimes | None]:
+        """Run ``batch`` on ``runtime``; its outcomes, and its timings (None: it never ran)."""
         clock = self._clock
         started = clock.now_ns()
+        if self._admission.is_released:  # handed to the executor just before close: never run it
+            return [self._admission.unloaded_error(started=False)] * len(batch), None
         names = sorted({name for entry in batch for name in entry.output_names})
         merged = self._merge_inputs(batch)
         prepared = clock.now_ns()
@@ -376,7 +398,9 @@ class DynamicBatchScheduler:
             outcomes: list[_Outcome] = self._split(raw, batch)
         except Exception as exc:
             ran = clock.now_ns()
-            if len(batch) == 1:
+            if self._admission.is_released:  # unloaded under the call: running each alone cannot help
+                outcomes = [self._admission.cut_short(exc)] * len(batch)
+            elif len(batch) == 1:
                 outcomes = [self._as_error(exc)]
             else:
                 log.warning("%s: a batch of %d requests failed (%s); running each alone", self._owner, len(batch), exc)

@@ -9,6 +9,12 @@ runs on a thread pool with one thread per instance; from a gRPC thread it runs o
 Shapes: the scheduler turns client shapes into model shapes on the way in (config ``reshape``) and
 back on the way out, and casts outputs to the configured datatype, so runtimes see the model's view
 and clients see the config's view.
+
+Unloading under admitted requests (a drain that timed out, a server shutting down): ``close(reason)``
+releases the version (``admission.py``). From then on no request starts on a runtime, every instance
+taken goes straight back, and a request that fails because the unload ran under it (its executor
+refuses new work, its runtime was freed mid-call) raises one UNAVAILABLE ``QueueError`` naming the
+version and ``reason``: the one conversion, in ``execute``, for both drivers.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from modelserve.core.signature import ModelSignature
 from modelserve.core.steps import RunBlocking, Steps, WaitFor
 from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.runtimes.base import Runtime
-from modelserve.scheduling.admission import VersionAdmission
+from modelserve.scheduling.admission import UNLOADED, VersionAdmission
 from modelserve.scheduling.instance_pool import InstancePool
 from modelserve.scheduling.single import SingleRun
 
@@ -66,8 +72,12 @@ class Scheduler(Protocol):
         """Refuse new requests; wait up to ``timeout_s`` for admitted ones. True if all finished."""
         ...
 
-    def close(self) -> None:
-        """Release threads. Runtimes are unloaded by their owner."""
+    def close(self, reason: str = UNLOADED) -> None:
+        """Release the version: refuse new requests, fail queued ones, let no admitted one start on a
+        runtime, and release threads; a running call finishes on its thread and a failure it meets
+        (the runtime unloaded under it) reaches its caller as UNAVAILABLE ending with ``reason``.
+        Runtimes are unloaded by their owner. Idempotent (the first reason holds); call it on the loop
+        once the scheduler has started."""
         ...
 
 
@@ -121,7 +131,8 @@ class DirectScheduler:
         self, request: InferRequest, output_names: Sequence[str], context: RequestContext
     ) -> Steps[dict[str, np.ndarray]]:
         clock = self._clock
-        self._admission.enter()
+        admission = self._admission
+        admission.enter()
         start = clock.now_ns()
         failure: BaseException | None = None
         try:
@@ -130,12 +141,23 @@ class DirectScheduler:
                 runtime: Runtime = yield WaitFor(taken, partial(self._pool.abandon, taken))
             else:
                 runtime = taken
+            if admission.is_released:
+                # Released while it waited (an instance is handed on when a call ends, also after close):
+                # hand it on again, so every waiter behind this one hears at once. Checked here, on the
+                # loop, in the same step as the hand-off to the executor, which close shuts down.
+                self._pool.release(runtime)
+                raise admission.unloaded_error(started=False)
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             outputs: dict[str, np.ndarray] = yield RunBlocking(
                 partial(self._run, runtime, request, output_names, queued), self._executor
             )
             return outputs
+        except Exception as exc:
+            failure = admission.cut_short(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except BaseException as exc:
             failure = exc
             raise
@@ -148,6 +170,8 @@ class DirectScheduler:
         # The instance goes back when this call is done, on this thread, even if its caller gave up
         # meanwhile: a runtime instance never runs two calls at once.
         try:
+            if self._admission.is_released:  # a gRPC thread that got here after close: never run it
+                raise self._admission.unloaded_error(started=False)
             return self._single.run(runtime, request, output_names, queued_ns)
         finally:
             self._pool.release(runtime)
@@ -158,6 +182,10 @@ class DirectScheduler:
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)
 
-    def close(self) -> None:
-        self._admission.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, reason: str = UNLOADED) -> None:
+        if not self._admission.release(reason):
+            return
+        # Calls already handed to the executor still run: ``_run`` sees the release, skips the runtime
+        # and gives the instance back. Cancelling them instead would lose their instances, and with them
+        # every request waiting behind.
+        self._executor.shutdown(wait=False, cancel_futures=False)
