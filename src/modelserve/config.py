@@ -84,11 +84,35 @@ class HttpSettings(_Group):
 class GrpcSettings(_Group):
     port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
     enabled: bool = True
+    # 36 = 32 inference calls (what worker_threads was before reserved_threads existed, so concurrency 32
+    # over gRPC is still served whole) + the 4 reserved threads.
     worker_threads: int = Field(
-        32, ge=1, description="Threads serving gRPC calls; each waits while its request is queued or runs."
+        36, ge=2, description="Threads serving gRPC calls; each waits while its request is queued or runs."
     )
+    reserved_threads: int = Field(
+        4,
+        ge=1,
+        description="Worker threads inference calls may never take: kept for health, readiness and metadata "
+        "calls. Over worker_threads - reserved_threads inference calls, a new one gets UNAVAILABLE at once.",
+    )
+    retry_pushback_ms: int = Field(
+        100,
+        ge=0,
+        description="Sent as the grpc-retry-pushback-ms trailing metadata with that UNAVAILABLE: how long a "
+        "client should wait before retrying (milliseconds).",
+    )
+    # Calls over this are refused by grpcio itself (RESOURCE_EXHAUSTED, before any of our code), health
+    # probes included. Calls under it but without a thread wait in the pool's queue, in front of whatever
+    # arrives next; the reserved threads drain that queue, and everything in it is short (probes, metadata,
+    # inference calls refused in microseconds), so a few times worker_threads bounds a probe's wait to a few
+    # quick calls. The old 4,096 let a probe queue behind thousands of calls under a flood.
     max_concurrent_rpcs: int = Field(
-        4096, ge=1, description="Calls accepted at once; over it grpcio answers RESOURCE_EXHAUSTED."
+        2048,
+        ge=1,
+        description="Calls accepted at once (running or waiting for a thread); over it grpcio answers "
+        "RESOURCE_EXHAUSTED, health probes included, so it sits well above the clients a replica expects. "
+        "Inference beyond worker_threads - reserved_threads is refused at once with UNAVAILABLE anyway, so "
+        "the calls waiting here are short. Must exceed worker_threads.",
     )
     max_stream_inflight: int = Field(
         64,
@@ -96,6 +120,23 @@ class GrpcSettings(_Group):
         description="Requests of one ModelStreamInfer stream running at once; the stream is not read further "
         "until one is answered (back-pressure on the client, never an unbounded queue).",
     )
+
+    @model_validator(mode="after")
+    def _threads_left_for_health(self) -> GrpcSettings:
+        # Both limits are what keeps a health probe from waiting behind inference (transport/grpc/admission.py).
+        if self.reserved_threads >= self.worker_threads:
+            raise ValueError(
+                f"grpc.reserved_threads ({self.reserved_threads}) must be less than grpc.worker_threads "
+                f"({self.worker_threads}): inference calls get the threads not reserved; lower "
+                "grpc.reserved_threads or raise grpc.worker_threads"
+            )
+        if self.max_concurrent_rpcs <= self.worker_threads:
+            raise ValueError(
+                f"grpc.max_concurrent_rpcs ({self.max_concurrent_rpcs}) must exceed grpc.worker_threads "
+                f"({self.worker_threads}), or grpcio refuses calls (health probes too) before the reserved "
+                "threads are reached; raise grpc.max_concurrent_rpcs"
+            )
+        return self
 
 
 class LimitSettings(_Group):
@@ -110,6 +151,9 @@ class LimitSettings(_Group):
     )
     max_json_depth: int = Field(64, ge=2, description="Deepest nesting of a JSON tensor's 'data'.")
     max_requested_outputs: int = Field(1024, ge=1, description="Most outputs one request may list.")
+    max_inputs: int = Field(
+        1024, ge=1, description="Most inputs one request may carry (refused before any tensor is decoded)."
+    )
 
 
 class RepositorySettings(_Group):

@@ -9,6 +9,7 @@ or in the typed ``contents`` fields; mixing the two is refused. Outputs always g
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,17 @@ from tritonclient.grpc import service_pb2 as pb
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError
 from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
-from modelserve.protocol.parameters import parse_request_parameters
+from modelserve.protocol.parameters import RequestParameters, check_parameter_count, parse_request_parameters
 from modelserve.protocol.tensor_codec import checked_datatype, checked_shape, tensor_from_raw, tensor_to_raw
 
-__all__ = ["decode_infer_request", "encode_infer_response", "parameter_values"]
+__all__ = [
+    "GrpcRequestHeader",
+    "decode_infer_request",
+    "decode_infer_tensors",
+    "encode_infer_response",
+    "parameter_values",
+    "parse_infer_header",
+]
 
 # Which InferTensorContents field carries each datatype, and the wider numpy type it arrives in.
 _CONTENTS: dict[Datatype, str] = {
@@ -50,8 +58,9 @@ _WIDE: dict[str, type[np.generic]] = {
 }
 
 
-def parameter_values(parameters: Mapping[str, Any]) -> dict[str, ParameterValue]:
-    """InferParameter map to plain values (whichever oneof field is set)."""
+def parameter_values(parameters: Mapping[str, Any], what: str = "the request") -> dict[str, ParameterValue]:
+    """InferParameter map to plain values (whichever oneof field is set); at most MAX_PARAMETERS of them."""
+    check_parameter_count(len(parameters), what)
     values: dict[str, ParameterValue] = {}
     for key, param in parameters.items():
         which = param.WhichOneof("parameter_choice")
@@ -61,13 +70,20 @@ def parameter_values(parameters: Mapping[str, Any]) -> dict[str, ParameterValue]
     return values
 
 
-def _from_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
+def _check_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], count: int, what: str) -> str:
+    """The typed field ``datatype`` travels in, once its length is checked (no element is read)."""
     field = _CONTENTS.get(datatype)
     if field is None:
         raise DecodeError(f"{what}: {datatype.value} data must be sent in raw_input_contents")
     values = getattr(contents, field)
     if len(values) != count:
         raise DecodeError(f"{what}: contents.{field} has {len(values)} elements but shape {list(shape)} needs {count}")
+    return field
+
+
+def _from_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
+    field = _check_contents(contents, datatype, shape, count, what)
+    values = getattr(contents, field)
     if datatype is Datatype.BYTES:
         array = np.empty(count, dtype=object)
         array[:] = list(values)
@@ -82,18 +98,47 @@ def _from_contents(contents: Any, datatype: Datatype, shape: tuple[int, ...], co
     return wide.astype(target).reshape(shape)
 
 
-def decode_infer_request(message: Any, max_tensor_bytes: int, max_requested_outputs: int) -> InferRequest:
-    """A ModelInferRequest to an :class:`InferRequest`. Raises :class:`DecodeError`."""
+@dataclass(frozen=True, slots=True)
+class GrpcRequestHeader:
+    """A ModelInferRequest's metadata, checked, with no tensor element decoded (:func:`parse_infer_header`)."""
+
+    message: Any
+    declared: dict[str, tuple[Datatype, tuple[int, ...]]]  # input name -> (datatype, shape), in input order
+    counts: tuple[int, ...]
+    parameters: RequestParameters
+    requested_outputs: tuple[RequestedOutput, ...] | None
+
+
+def parse_infer_header(
+    message: Any, max_tensor_bytes: int, max_requested_outputs: int, max_inputs: int = 1024
+) -> GrpcRequestHeader:
+    """Check a request's metadata (counts, parameters, outputs, names, datatypes, shapes) without touching
+    ``raw_input_contents`` or ``contents``. Raises :class:`DecodeError`."""
     raw_contents = message.raw_input_contents
     has_raw = len(raw_contents) > 0
-    inputs: dict[str, np.ndarray] = {}
-    datatypes: dict[str, Datatype] = {}
+    if len(message.inputs) > max_inputs:
+        raise DecodeError(
+            f"the request has {len(message.inputs)} inputs; at most {max_inputs} are allowed (limits.max_inputs)"
+        )
+    params = parse_request_parameters(parameter_values(message.parameters, "the request"))
+    requested: tuple[RequestedOutput, ...] | None = None
+    if len(message.outputs):
+        if len(message.outputs) > max_requested_outputs:
+            raise DecodeError(
+                f"the request asks for {len(message.outputs)} outputs; at most {max_requested_outputs} are allowed"
+            )
+        requested = tuple(
+            RequestedOutput(name=o.name, parameters=parameter_values(o.parameters, f"output '{o.name[:64]}'"))
+            for o in message.outputs
+        )
+    declared: dict[str, tuple[Datatype, tuple[int, ...]]] = {}
+    counts: list[int] = []
     for index, tensor in enumerate(message.inputs):
         name = tensor.name
         if not name:
             raise DecodeError(f"inputs[{index}] needs a name")
         what = f"input '{name[:64]}'"
-        if name in inputs:
+        if name in declared:
             raise DecodeError(f"{what} appears twice in inputs")
         datatype = checked_datatype(tensor.datatype, what)
         shape, count = checked_shape(list(tensor.shape), datatype, max_tensor_bytes, what)
@@ -106,36 +151,52 @@ def decode_infer_request(message: Any, max_tensor_bytes: int, max_requested_outp
                 raise DecodeError(
                     f"the request has {len(message.inputs)} inputs but only {len(raw_contents)} raw_input_contents"
                 )
-            inputs[name] = tensor_from_raw(raw_contents[index], datatype, shape, count, what)
         else:
-            inputs[name] = _from_contents(tensor.contents, datatype, shape, count, what)
-        datatypes[name] = datatype
+            _check_contents(tensor.contents, datatype, shape, count, what)
+        declared[name] = (datatype, shape)
+        counts.append(count)
     if has_raw and len(raw_contents) != len(message.inputs):
         raise DecodeError(
             f"the request has {len(raw_contents)} raw_input_contents for {len(message.inputs)} inputs; "
             "send exactly one per input"
         )
-    params = parse_request_parameters(parameter_values(message.parameters))
-    requested: tuple[RequestedOutput, ...] | None = None
-    if len(message.outputs):
-        if len(message.outputs) > max_requested_outputs:
-            raise DecodeError(
-                f"the request asks for {len(message.outputs)} outputs; at most {max_requested_outputs} are allowed"
-            )
-        requested = tuple(
-            RequestedOutput(name=o.name, parameters=parameter_values(o.parameters)) for o in message.outputs
-        )
+    return GrpcRequestHeader(message, declared, tuple(counts), params, requested)
+
+
+def decode_infer_tensors(header: GrpcRequestHeader) -> InferRequest:
+    """Decode the elements of a checked header's inputs. Raises :class:`DecodeError`."""
+    message = header.message
+    raw_contents = message.raw_input_contents
+    has_raw = len(raw_contents) > 0
+    inputs: dict[str, np.ndarray] = {}
+    for index, (tensor, (name, (datatype, shape)), count) in enumerate(
+        zip(message.inputs, header.declared.items(), header.counts, strict=True)
+    ):
+        what = f"input '{name[:64]}'"
+        if has_raw:
+            inputs[name] = tensor_from_raw(raw_contents[index], datatype, shape, count, what)
+        else:
+            inputs[name] = _from_contents(tensor.contents, datatype, shape, count, what)
+    params = header.parameters
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
         inputs=inputs,
-        input_datatypes=datatypes,
+        input_datatypes={name: datatype for name, (datatype, _) in header.declared.items()},
         id=message.id or None,
-        requested_outputs=requested,
+        requested_outputs=header.requested_outputs,
         parameters=params.custom,
         priority=params.priority,
         timeout_us=params.timeout_us,
     )
+
+
+def decode_infer_request(
+    message: Any, max_tensor_bytes: int, max_requested_outputs: int, max_inputs: int = 1024
+) -> InferRequest:
+    """A ModelInferRequest to an :class:`InferRequest` (:func:`parse_infer_header`, then
+    :func:`decode_infer_tensors`). Raises :class:`DecodeError`."""
+    return decode_infer_tensors(parse_infer_header(message, max_tensor_bytes, max_requested_outputs, max_inputs))
 
 
 def encode_infer_response(response: InferResult) -> Any:

@@ -14,13 +14,23 @@ from typing import Any
 from modelserve.core.errors import DecodeError, ValidationError
 from modelserve.core.inference import ParameterValue
 
-__all__ = ["RequestParameters", "parse_request_parameters"]
+__all__ = [
+    "MAX_PARAMETERS",
+    "MAX_PARAMETER_CHARS",
+    "MAX_PARAMETER_NAME_CHARS",
+    "RequestParameters",
+    "check_parameter_count",
+    "parse_request_parameters",
+]
 
 _SEQUENCE = ("sequence_id", "sequence_start", "sequence_end")
 # triton_* names that Triton's own clients send and Triton accepts: perf_analyzer puts
 # triton_enable_empty_final_response on every gRPC request (it matters only for decoupled models).
 _TRITON_DEFINED = frozenset({"triton_enable_empty_final_response"})
+# Checked before any tensor is decoded, so a request's parameters cost at most this much to look at.
 MAX_PARAMETERS = 256
+MAX_PARAMETER_NAME_CHARS = 256
+MAX_PARAMETER_CHARS = 1024 * 1024  # all string values of one request's parameters together
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,12 @@ def _non_negative_int(key: str, value: Any) -> int:
     return value
 
 
+def check_parameter_count(count: int, what: str) -> None:
+    """Refuse more than :data:`MAX_PARAMETERS` parameters on ``what`` (the request, an output)."""
+    if count > MAX_PARAMETERS:
+        raise DecodeError(f"{what} has {count} parameters; at most {MAX_PARAMETERS} are allowed")
+
+
 def parse_request_parameters(raw: Mapping[str, Any] | None) -> RequestParameters:
     """Split and check request parameters. Raises :class:`DecodeError`/:class:`ValidationError`."""
     custom: dict[str, ParameterValue] = {}
@@ -45,13 +61,25 @@ def parse_request_parameters(raw: Mapping[str, Any] | None) -> RequestParameters
     binary = False
     if not raw:
         return RequestParameters(custom, priority, timeout_us, binary)
-    if len(raw) > MAX_PARAMETERS:
-        raise DecodeError(f"the request has {len(raw)} parameters; at most {MAX_PARAMETERS} are allowed")
+    check_parameter_count(len(raw), "the request")
+    chars = 0
     for key, value in raw.items():
         if not isinstance(value, (str, int, float, bool)):
             raise DecodeError(
                 f"request parameter '{key[:64]}' must be a string, number or boolean, got {type(value).__name__}"
             )
+        if len(key) > MAX_PARAMETER_NAME_CHARS:
+            raise DecodeError(
+                f"request parameter '{key[:64]}...' has a {len(key)}-character name; at most "
+                f"{MAX_PARAMETER_NAME_CHARS} are allowed"
+            )
+        if isinstance(value, str):
+            chars += len(value)
+            if chars > MAX_PARAMETER_CHARS:
+                raise DecodeError(
+                    f"the request's string parameters hold more than {MAX_PARAMETER_CHARS} characters "
+                    f"(at '{key[:64]}'); send large values as an input tensor"
+                )
         if key in _TRITON_DEFINED:
             continue
         if key.startswith("triton_"):

@@ -9,6 +9,8 @@ order of the inputs that carry ``binary_data_size``. Every length is checked aga
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +21,10 @@ import orjson
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
 from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
-from modelserve.protocol.parameters import parse_request_parameters
+from modelserve.protocol.parameters import RequestParameters, check_parameter_count, parse_request_parameters
 from modelserve.protocol.tensor_codec import (
+    PRECHECK_MIN_BYTES,
+    check_json_datatype,
     checked_datatype,
     checked_shape,
     tensor_from_json,
@@ -32,8 +36,11 @@ from modelserve.protocol.tensor_codec import (
 __all__ = [
     "DecodedRestRequest",
     "RestLimits",
+    "RestRequestHeader",
     "decode_infer_request",
+    "decode_infer_tensors",
     "encode_infer_response",
+    "parse_infer_header",
     "parse_json_body",
 ]
 
@@ -43,6 +50,7 @@ class RestLimits:
     max_tensor_bytes: int
     max_json_depth: int
     max_requested_outputs: int
+    max_inputs: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +65,16 @@ def parse_json_body(body: bytes | bytearray | memoryview, what: str = "request b
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
-            # orjson refuses NaN/Infinity literals; the standard library accepts them.
-            return json.loads(bytes(body))
+            # orjson refuses NaN/Infinity literals; the standard library accepts them. It also accepts lone
+            # surrogate escapes ("\ud800"), which are not text: they must not travel on as str.
+            document = json.loads(bytes(body))
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+            return document
+        except UnicodeEncodeError:
+            raise DecodeError(
+                f"{what} holds a lone surrogate escape (such as \\ud800), which is not Unicode text; send valid "
+                "UTF-8, or binary data for non-text bytes"
+            ) from exc
         except (ValueError, RecursionError):
             pass
         raise DecodeError(
@@ -79,17 +95,120 @@ def _parameters(value: Any, what: str) -> dict[str, Any]:
     return _object(value, f"{what} 'parameters'")
 
 
-def decode_infer_request(
+@dataclass(frozen=True, slots=True)
+class _InputHeader:
+    name: str
+    what: str
+    datatype: Datatype
+    shape: tuple[int, ...]
+    count: int
+    blob: memoryview | None  # binary extension: this input's bytes
+    data: Any  # JSON 'data' as parsed, unless data_span holds it still unparsed
+    data_span: memoryview | None
+
+
+@dataclass(frozen=True, slots=True)
+class RestRequestHeader:
+    """A request's JSON header, checked, with no tensor element decoded (:func:`parse_infer_header`)."""
+
+    model_name: str
+    model_version: str
+    id: str | None
+    parameters: RequestParameters
+    inputs: tuple[_InputHeader, ...]
+    requested_outputs: tuple[RequestedOutput, ...] | None
+
+    @property
+    def declared(self) -> dict[str, tuple[Datatype, tuple[int, ...]]]:
+        """Input name -> (datatype, shape): what the service layer checks before the elements are decoded."""
+        return {i.name: (i.datatype, i.shape) for i in self.inputs}
+
+
+# A JSON 'data' array of numbers holds none of '"', '{', '}': found by byte search, parsed only if needed.
+_DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
+# The same size above which the transports check a request against the model before decoding it: the
+# cut-out arrays are then parsed only for a request that passed the check.
+_SPLIT_MIN_BYTES = PRECHECK_MIN_BYTES
+
+
+def _split_data(buffer: bytes | bytearray, end: int, max_spans: int) -> tuple[bytes, dict[str, memoryview]] | None:
+    """The header ``buffer[:end]`` with every numeric ``"data": [...]`` array cut out and replaced by a
+    unique placeholder string, and the arrays by placeholder. None when nothing was cut, or when more than
+    ``max_spans`` arrays are found (more than a request may have inputs: the header is parsed whole and
+    refused by its count, so cutting costs at most ``max_spans`` searches). The caller must
+    check that each placeholder came back as an input's ``data`` (else the cut was not a data array)."""
+    token = secrets.token_hex(8)
+    pieces: list[bytes | bytearray] = []
+    spans: dict[str, memoryview] = {}
+    view = memoryview(buffer)
+    start = pos = 0
+    while (match := _DATA_KEY.search(buffer, pos, end)) is not None:
+        begin = match.end() - 1
+        close = buffer.find(b"}", begin, end)
+        if close < 0:
+            break
+        for stop in (b'"', b"{"):
+            hit = buffer.find(stop, begin, close)
+            if hit >= 0:
+                close = hit
+        last = buffer.rfind(b"]", begin, close)
+        if last < 0:  # strings or objects inside: left to the JSON parser
+            pos = match.end()
+            continue
+        if len(spans) >= max_spans:
+            return None
+        key = f"modelserve-data:{token}:{len(spans)}"
+        pieces += (buffer[start:begin], orjson.dumps(key))
+        spans[key] = view[begin : last + 1]
+        start = pos = last + 1
+    if not spans:
+        return None
+    pieces.append(buffer[start:end])
+    return b"".join(pieces), spans
+
+
+def _parse_header_json(
+    view: memoryview, buffer: bytes | bytearray | memoryview, max_spans: int
+) -> tuple[Any, dict[str, memoryview]]:
+    """The JSON header, and the 'data' arrays left unparsed (a large header only). A mistyped request is
+    then refused without parsing, let alone converting, its elements."""
+    what = "the inference request header"
+    if len(view) >= _SPLIT_MIN_BYTES and isinstance(buffer, (bytes, bytearray)):
+        split = _split_data(buffer, len(view), max_spans)
+        if split is not None:
+            text, spans = split
+            try:
+                header = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                header = None  # the cut was not where we thought, or the JSON is bad: parse it whole
+            if _placeholders_in_inputs(header, spans):
+                return header, spans
+    return parse_json_body(view, what), {}
+
+
+def _placeholders_in_inputs(header: Any, spans: dict[str, memoryview]) -> bool:
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        return False
+    found = {
+        raw["data"]
+        for raw in header["inputs"]
+        if isinstance(raw, dict) and isinstance(raw.get("data"), str) and raw["data"] in spans
+    }
+    return len(found) == len(spans)
+
+
+def parse_infer_header(
     body: bytes | bytearray | memoryview,
     header_length: int | None,
     model_name: str,
     model_version: str,
     limits: RestLimits,
-) -> DecodedRestRequest:
-    """Decode an infer request body. Raises :class:`DecodeError` naming the field and the fix."""
+) -> RestRequestHeader:
+    """Check a request's header (ids, parameters, names, datatypes, shapes, blob sizes, outputs) and decode
+    no tensor element. Raises :class:`DecodeError` naming the field and the fix."""
     view = memoryview(body)
     if header_length is None:
-        header_bytes, blobs = view, view[len(view) :]
+        header_view, blobs = view, view[len(view) :]
     else:
         if header_length == 0:
             raise DecodeError(
@@ -101,8 +220,9 @@ def decode_infer_request(
                 f"Inference-Header-Content-Length is {header_length} but the body is only {len(view)} bytes; "
                 "it must be the byte length of the JSON header that starts the body"
             )
-        header_bytes, blobs = view[:header_length], view[header_length:]
-    header = _object(parse_json_body(header_bytes, "the inference request header"), "the inference request")
+        header_view, blobs = view[:header_length], view[header_length:]
+    parsed, spans = _parse_header_json(header_view, body, limits.max_inputs)
+    header = _object(parsed, "the inference request")
 
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -112,8 +232,13 @@ def decode_infer_request(
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list):
         raise DecodeError('the request needs an \'inputs\' list: [{"name", "shape", "datatype", "data"}]')
-    inputs: dict[str, np.ndarray] = {}
-    datatypes: dict[str, Datatype] = {}
+    if len(raw_inputs) > limits.max_inputs:
+        raise DecodeError(
+            f"the request has {len(raw_inputs)} inputs; at most {limits.max_inputs} are allowed (limits.max_inputs)"
+        )
+    requested = _requested_outputs(header.get("outputs"), limits)
+    inputs: list[_InputHeader] = []
+    seen: set[str] = set()
     offset = 0
     for index, raw in enumerate(raw_inputs):
         tensor = _object(raw, f"inputs[{index}]")
@@ -121,12 +246,16 @@ def decode_infer_request(
         if not isinstance(name, str) or not name:
             raise DecodeError(f"inputs[{index}] needs a 'name' string")
         what = f"input '{name[:64]}'"
-        if name in inputs:
+        if name in seen:
             raise DecodeError(f"{what} appears twice in 'inputs'")
+        seen.add(name)
         datatype = checked_datatype(tensor.get("datatype"), what)
         shape, count = checked_shape(tensor.get("shape"), datatype, limits.max_tensor_bytes, what)
         tensor_params = _parameters(tensor.get("parameters"), what)
         size = tensor_params.get("binary_data_size")
+        blob: memoryview | None = None
+        data: Any = None
+        span: memoryview | None = None
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise DecodeError(f"{what}: 'binary_data_size' must be a non-negative integer")
@@ -137,45 +266,73 @@ def decode_infer_request(
                     f"{what}: binary_data_size {size} runs past the end of the body ({len(blobs) - offset} bytes "
                     "left); the binary blobs must follow the JSON header in input order"
                 )
-            inputs[name] = tensor_from_raw(blobs[offset : offset + size], datatype, shape, count, what)
+            blob = blobs[offset : offset + size]
             offset += size
         elif "data" in tensor:
-            inputs[name] = tensor_from_json(tensor["data"], datatype, shape, count, limits.max_json_depth, what)
+            check_json_datatype(datatype, what)
+            data = tensor["data"]
+            if isinstance(data, str):
+                span = spans.get(data)
         else:
             raise DecodeError(f"{what} has neither 'data' nor a 'binary_data_size' parameter")
-        datatypes[name] = datatype
+        inputs.append(_InputHeader(name, what, datatype, shape, count, blob, data, span))
     if offset != len(blobs):
         raise DecodeError(
             f"the body has {len(blobs) - offset} bytes after the JSON header and the declared binary inputs; "
             "check Inference-Header-Content-Length and each input's binary_data_size"
         )
-
-    requested: tuple[RequestedOutput, ...] | None = None
-    raw_outputs = header.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise DecodeError("'outputs' must be a list of {\"name\": ...} objects")
-        if len(raw_outputs) > limits.max_requested_outputs:
-            raise DecodeError(
-                f"the request asks for {len(raw_outputs)} outputs; at most {limits.max_requested_outputs} are allowed"
-            )
-        items = []
-        for index, raw in enumerate(raw_outputs):
-            output = _object(raw, f"outputs[{index}]")
-            name = output.get("name")
-            if not isinstance(name, str) or not name:
-                raise DecodeError(f"outputs[{index}] needs a 'name' string")
-            out_params = _parameters(output.get("parameters"), f"output '{name[:64]}'")
-            items.append(RequestedOutput(name=name, parameters=_scalar_parameters(out_params, name)))
-        requested = tuple(items)
-
-    request = InferRequest(
+    return RestRequestHeader(
         model_name=model_name,
         model_version=model_version,
+        id=request_id,
+        parameters=params,
+        inputs=tuple(inputs),
+        requested_outputs=requested,
+    )
+
+
+def _requested_outputs(raw_outputs: Any, limits: RestLimits) -> tuple[RequestedOutput, ...] | None:
+    if raw_outputs is None:
+        return None
+    if not isinstance(raw_outputs, list):
+        raise DecodeError("'outputs' must be a list of {\"name\": ...} objects")
+    if len(raw_outputs) > limits.max_requested_outputs:
+        raise DecodeError(
+            f"the request asks for {len(raw_outputs)} outputs; at most {limits.max_requested_outputs} are allowed"
+        )
+    items = []
+    for index, raw in enumerate(raw_outputs):
+        output = _object(raw, f"outputs[{index}]")
+        name = output.get("name")
+        if not isinstance(name, str) or not name:
+            raise DecodeError(f"outputs[{index}] needs a 'name' string")
+        out_params = _parameters(output.get("parameters"), f"output '{name[:64]}'")
+        items.append(RequestedOutput(name=name, parameters=_scalar_parameters(out_params, name)))
+    return tuple(items)
+
+
+def decode_infer_tensors(header: RestRequestHeader, limits: RestLimits) -> DecodedRestRequest:
+    """Decode the elements of a checked header's inputs (after the service layer has seen
+    :attr:`RestRequestHeader.declared`). Raises :class:`DecodeError`."""
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, Datatype] = {}
+    for item in header.inputs:
+        if item.blob is not None:
+            inputs[item.name] = tensor_from_raw(item.blob, item.datatype, item.shape, item.count, item.what)
+        else:
+            data = item.data if item.data_span is None else parse_json_body(item.data_span, f"{item.what} 'data'")
+            inputs[item.name] = tensor_from_json(
+                data, item.datatype, item.shape, item.count, limits.max_json_depth, item.what
+            )
+        datatypes[item.name] = item.datatype
+    params = header.parameters
+    request = InferRequest(
+        model_name=header.model_name,
+        model_version=header.model_version,
         inputs=inputs,
         input_datatypes=datatypes,
-        id=request_id,
-        requested_outputs=requested,
+        id=header.id,
+        requested_outputs=header.requested_outputs,
         parameters=params.custom,
         priority=params.priority,
         timeout_us=params.timeout_us,
@@ -183,7 +340,19 @@ def decode_infer_request(
     return DecodedRestRequest(request=request, binary_data_output=params.binary_data_output)
 
 
+def decode_infer_request(
+    body: bytes | bytearray | memoryview,
+    header_length: int | None,
+    model_name: str,
+    model_version: str,
+    limits: RestLimits,
+) -> DecodedRestRequest:
+    """Decode an infer request body (:func:`parse_infer_header`, then :func:`decode_infer_tensors`)."""
+    return decode_infer_tensors(parse_infer_header(body, header_length, model_name, model_version, limits), limits)
+
+
 def _scalar_parameters(raw: Mapping[str, Any], name: str) -> dict[str, ParameterValue]:
+    check_parameter_count(len(raw), f"output '{name[:64]}'")
     for key, value in raw.items():
         if not isinstance(value, (str, int, float, bool)):
             raise DecodeError(f"output '{name[:64]}' parameter '{key[:64]}' must be a string, number or boolean")

@@ -20,6 +20,8 @@ from modelserve.core.datatypes import Datatype, parse_datatype
 from modelserve.core.errors import DecodeError, EncodeError, ErrorCode
 
 __all__ = [
+    "PRECHECK_MIN_BYTES",
+    "check_json_datatype",
     "checked_datatype",
     "checked_shape",
     "tensor_from_json",
@@ -38,14 +40,38 @@ def checked_datatype(name: Any, what: str) -> Datatype:
     return datatype
 
 
+# Below this many payload bytes, decoding a request costs about what checking it against the model first
+# would (a second resolve of the model, ~2 µs): the transports check before decoding only above it, so the
+# cost of refusing stays proportional to the error while small requests keep the short path.
+PRECHECK_MIN_BYTES = 64 * 1024
+
+# The protocol's dimensions are int64. Checked before anything formats or multiplies them: a JSON integer
+# of 4,000 digits is a valid Python int, but formatting it (or a product of two) raises ValueError.
+_MAX_DIM = 2**63 - 1
+
+
+def _brief(value: Any) -> str:
+    """A client value for an error message, bounded, and safe for ints too long to format."""
+    try:
+        return repr(value)[:200]
+    except ValueError:
+        return f"a {type(value).__name__} holding numbers too long to print"
+
+
 def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: str) -> tuple[tuple[int, ...], int]:
     """Validate a declared shape; return it and its element count. Never allocates."""
     if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
-        raise DecodeError(f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"[:300])
-    if any(d < 0 for d in shape):
-        raise DecodeError(f"{what}: shape {list(shape)} has a negative dimension; dimensions must be >= 0")
+        raise DecodeError(f"{what}: 'shape' must be a list of non-negative integers, got {_brief(shape)}")
     if len(shape) > 32:
         raise DecodeError(f"{what}: shape has {len(shape)} dimensions; at most 32 are allowed")
+    if any(d < 0 for d in shape):
+        raise DecodeError(f"{what}: shape {_brief(list(shape))} has a negative dimension; dimensions must be >= 0")
+    if any(d > _MAX_DIM for d in shape):
+        raise DecodeError(
+            f"{what}: a dimension of 'shape' is past int64 (over {_MAX_DIM}), far over the server's limit of "
+            f"{max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes)",
+            code=ErrorCode.PAYLOAD_TOO_LARGE,
+        )
     count = math.prod(shape)
     itemsize = datatype.itemsize or 1  # BYTES: at least 4 bytes each on the wire, 1 is a lower bound
     if count * itemsize > max_tensor_bytes:
@@ -106,12 +132,17 @@ def _flatten(data: Any, max_depth: int, what: str) -> list[Any]:
     return flat
 
 
+def check_json_datatype(datatype: Datatype, what: str) -> None:
+    """Refuse a datatype that JSON ``data`` cannot carry (before anything is decoded)."""
+    if datatype is Datatype.BF16:
+        raise DecodeError(f"{what}: BF16 data cannot travel as JSON; send it with the binary tensor extension")
+
+
 def tensor_from_json(
     data: Any, datatype: Datatype, shape: tuple[int, ...], count: int, max_depth: int, what: str
 ) -> np.ndarray:
     """A tensor from a JSON ``data`` value (flat or nested list, or a bare scalar for shape ``[]``)."""
-    if datatype is Datatype.BF16:
-        raise DecodeError(f"{what}: BF16 data cannot travel as JSON; send it with the binary tensor extension")
+    check_json_datatype(datatype, what)
     flat = _flatten(data, max_depth, what)
     if len(flat) != count:
         raise DecodeError(
@@ -122,7 +153,13 @@ def tensor_from_json(
         out = np.empty(count, dtype=object)
         for index, item in enumerate(flat):
             if isinstance(item, str):
-                out[index] = item.encode("utf-8")
+                try:
+                    out[index] = item.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate escape ("\ud800"): not text
+                    raise DecodeError(
+                        f"{what}: BYTES element {index} is not valid Unicode text (a lone surrogate escape); send "
+                        "binary data for non-text bytes"
+                    ) from None
             else:
                 raise DecodeError(
                     f"{what}: BYTES elements in JSON must be strings, element {index} is {type(item).__name__}"
@@ -136,9 +173,15 @@ def tensor_from_json(
     elif datatype.numpy_dtype.kind in ("i", "u") and any(type(item) is float for item in flat):
         raise DecodeError(f"{what}: {datatype.value} 'data' must hold integers, not fractions")
     try:
-        array = np.array(flat, dtype=datatype.numpy_dtype)
+        # A float past the datatype's range (1e10 as FP16) would silently become inf: refuse it instead.
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.array(flat, dtype=datatype.numpy_dtype)
+    except FloatingPointError:
+        raise DecodeError(
+            f"{what}: a value is outside the range of {datatype.value}; send values that fit the input's datatype"
+        ) from None
     except (OverflowError, ValueError, TypeError) as exc:
-        raise DecodeError(f"{what}: a value does not fit {datatype.value}: {exc}") from exc
+        raise DecodeError(f"{what}: a value does not fit {datatype.value}: {_brief(str(exc))}") from exc
     return array.reshape(shape)
 
 

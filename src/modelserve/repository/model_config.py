@@ -155,7 +155,14 @@ def _is_set(config: ModelConfig, name: str) -> bool:
 
 
 def _datatype(config: ModelConfig, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> Datatype:
-    enum_name = mc.DataType.Name(tensor.data_type)
+    try:
+        enum_name = mc.DataType.Name(tensor.data_type)
+    except ValueError:  # proto3 enums are open: the text format accepts any number
+        raise ModelLoadError(
+            f"model '{config.name}': {kind} '{tensor.name}' has data_type {tensor.data_type}, which is no TYPE_* "
+            "value; set a TYPE_* such as TYPE_FP32",
+            stage="config",
+        ) from None
     datatype = datatype_from_config_enum(enum_name)
     if datatype is None:
         raise ModelLoadError(

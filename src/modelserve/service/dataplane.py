@@ -33,7 +33,7 @@ from modelserve.routing.aliases import Alias
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.service.classification import classify
-from modelserve.service.validation import output_names_for, validate_inputs
+from modelserve.service.validation import DeclaredInputs, check_declared_inputs, output_names_for, validate_inputs
 
 __all__ = ["EXTENSIONS", "DataPlane", "ModelMetadata", "TensorMetadata"]
 
@@ -157,6 +157,33 @@ class DataPlane:
         if self._observers:
             self._observe(request, context, response, started_ns)
         return response
+
+    def precheck_steps(self, name: str, version: str, declared: DeclaredInputs, context: RequestContext) -> Steps[None]:
+        """Check what a request declares (input names, datatypes, shapes) against the model it names, before
+        a transport decodes its elements: a mistyped request is refused for the cost of its header. The
+        same resolve as :meth:`infer_steps`, which checks the decoded request again (the version may move
+        between the two). Raises what resolving raises, or :class:`ValidationError`."""
+        loaded = yield from self._router.resolve(name, version, context)
+        check_declared_inputs(declared, loaded.signature)
+
+    async def precheck(
+        self, name: str, version: str, declared: DeclaredInputs, context: RequestContext = EMPTY_CONTEXT
+    ) -> None:
+        """:meth:`precheck_steps` from the event loop."""
+        steps = self.precheck_steps(name, version, declared, context)
+        await drive(steps, clock=self._clock, deadline_ns=context.deadline_ns)
+
+    def precheck_blocking(
+        self,
+        name: str,
+        version: str,
+        declared: DeclaredInputs,
+        context: RequestContext,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """:meth:`precheck_steps` from a thread that is not ``loop``'s (gRPC calls)."""
+        steps = self.precheck_steps(name, version, declared, context)
+        drive_blocking(steps, loop=loop, clock=self._clock, deadline_ns=context.deadline_ns)
 
     async def infer(self, request: InferRequest, context: RequestContext = EMPTY_CONTEXT) -> InferResult:
         """Run one request from the event loop (REST, the in-process engine)."""

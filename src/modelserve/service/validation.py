@@ -1,16 +1,26 @@
 """Check a decoded request against the model's signature, before it is queued.
 
+:func:`check_declared_inputs` applies the same rules to what a request *declares* (names, datatypes,
+shapes), so a transport can refuse a mistyped request before decoding its elements; :func:`validate_inputs`
+runs them again on the decoded request.
+
 Messages follow Triton's where clients may match on them (``unexpected inference output 'y' for model
 'm'``) and always say what the model expects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ValidationError
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature, TensorSpec
 
-__all__ = ["output_names_for", "validate_inputs"]
+__all__ = ["DeclaredInputs", "check_declared_inputs", "output_names_for", "validate_inputs"]
+
+# Input name -> (datatype, shape), as a request declares them (before or after its data is decoded).
+DeclaredInputs = Mapping[str, tuple[Datatype, tuple[int, ...]]]
 
 
 def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
@@ -23,23 +33,30 @@ def _expected(spec: TensorSpec, max_batch_size: int) -> str:
 
 def validate_inputs(request: InferRequest, signature: ModelSignature) -> None:
     """Raise :class:`ValidationError` unless every input is known, present, typed and shaped as declared."""
+    datatypes = request.input_datatypes
+    check_declared_inputs(
+        {name: (datatypes[name], tuple(array.shape)) for name, array in request.inputs.items()}, signature
+    )
+
+
+def check_declared_inputs(declared: DeclaredInputs, signature: ModelSignature) -> None:
+    """Raise :class:`ValidationError` unless every declared input is known, present, typed and shaped as
+    the model expects. Looks at no tensor data: the cost is per input, whatever the request's size."""
     model = signature.name
     max_batch = signature.max_batch_size
     batch_sizes: set[int] = set()
-    for name, array in request.inputs.items():
+    for name, (datatype, shape) in declared.items():
         spec = signature.input(name)
         if spec is None:
             raise ValidationError(
                 f"unexpected inference input '{name}' for model '{model}'; its inputs are "
                 f"{[s.name for s in signature.inputs]}"
             )
-        datatype = request.input_datatypes[name]
         if datatype is not spec.datatype:
             raise ValidationError(
                 f"input '{name}' of model '{model}' has datatype {datatype.value} but the model expects "
                 f"{spec.datatype.value}"
             )
-        shape = tuple(array.shape)
         if max_batch > 0:
             if len(shape) != len(spec.dims) + 1 or not _shape_matches(shape[1:], spec.dims):
                 raise ValidationError(
@@ -61,7 +78,7 @@ def validate_inputs(request: InferRequest, signature: ModelSignature) -> None:
         raise ValidationError(
             f"inputs of model '{model}' disagree on the batch size (first dimension): {sorted(batch_sizes)}"
         )
-    missing = [s.name for s in signature.inputs if not s.optional and s.name not in request.inputs]
+    missing = [s.name for s in signature.inputs if not s.optional and s.name not in declared]
     if missing:
         raise ValidationError(
             f"model '{model}' expects input(s) {missing} that the request does not carry; "

@@ -33,7 +33,13 @@ from modelserve.core.clock import Clock
 from modelserve.core.context import REQUEST_ID_HEADER, RequestContext, select_headers
 from modelserve.core.errors import ModelServeError
 from modelserve.protocol import documents
-from modelserve.protocol.grpc_codec import decode_infer_request, encode_infer_response
+from modelserve.protocol.grpc_codec import (
+    GrpcRequestHeader,
+    decode_infer_tensors,
+    encode_infer_response,
+    parse_infer_header,
+)
+from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dataplane import DataPlane
 from modelserve.transport.grpc.errors import GRPC_STATUS
 
@@ -139,15 +145,25 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         self._run(self._api.unload_model(request.model_name, dict(request.parameters)), context)
         return pb.RepositoryModelUnloadResponse()
 
-    def _decode(self, request: Any) -> Any:
-        return decode_infer_request(request, self._limits.max_tensor_bytes, self._limits.max_requested_outputs)
+    def _header(self, request: Any) -> GrpcRequestHeader:
+        limits = self._limits
+        return parse_infer_header(request, limits.max_tensor_bytes, limits.max_requested_outputs, limits.max_inputs)
+
+    def _decode(self, request: Any, context: RequestContext) -> Any:
+        """Check the metadata against the model, then decode the elements: a mistyped request is refused for
+        the cost of its metadata (this thread, not the loop's)."""
+        header = self._header(request)
+        if request.ByteSize() >= PRECHECK_MIN_BYTES:
+            self._api.precheck_blocking(request.model_name, request.model_version, header.declared, context, self._loop)
+        return decode_infer_tensors(header)
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         cancel = CancelToken()
         context.add_callback(cancel.cancel)  # fires when the call ends: cancelled, deadline, or answered
         try:
-            decoded = self._decode(request)
-            result = self._api.infer_blocking(decoded, self._request_context(context), self._loop, cancel)
+            request_context = self._request_context(context)
+            decoded = self._decode(request, request_context)
+            result = self._api.infer_blocking(decoded, request_context, self._loop, cancel)
             return encode_infer_response(result)
         except ModelServeError as exc:
             context.abort(GRPC_STATUS[exc.code], exc.message)
@@ -175,7 +191,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
         async def one(message: Any) -> Any:
             try:
-                decoded = self._decode(message)
+                header = self._header(message)
+                if message.ByteSize() >= PRECHECK_MIN_BYTES:
+                    await self._api.precheck(
+                        message.model_name, message.model_version, header.declared, request_context
+                    )
+                decoded = decode_infer_tensors(header)
                 response = encode_infer_response(await self._api.infer(decoded, request_context))
                 return pb.ModelStreamInferResponse(infer_response=response)
             except ModelServeError as exc:

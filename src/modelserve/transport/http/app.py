@@ -30,10 +30,12 @@ from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from modelserve.protocol import documents
 from modelserve.protocol.rest_codec import (
     RestLimits,
-    decode_infer_request,
+    decode_infer_tensors,
     encode_infer_response,
+    parse_infer_header,
     parse_json_body,
 )
+from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dashboard import dashboard_summary, parse_window_s
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
@@ -152,6 +154,7 @@ class HttpApp:
             max_tensor_bytes=limits.max_tensor_bytes,
             max_json_depth=limits.max_json_depth,
             max_requested_outputs=limits.max_requested_outputs,
+            max_inputs=limits.max_inputs,
         )
         handlers: dict[str, _Handler] = {
             "server_live": self._server_live,
@@ -323,8 +326,14 @@ class HttpApp:
                 raise DecodeError("Inference-Header-Content-Length is not a number") from None
             if header_length < 0:
                 raise DecodeError("Inference-Header-Content-Length must be >= 0")
-        decoded = decode_infer_request(body, header_length, params["model"], params["version"], self._rest_limits)
-        response = await self._infer_unless_disconnected(decoded.request, self._request_context(scope), receive)
+        header = parse_infer_header(body, header_length, params["model"], params["version"], self._rest_limits)
+        context = self._request_context(scope)
+        # Reject a mistyped or misshapen request for the cost of its header, before its elements are decoded
+        # (small bodies decode for less than the check costs).
+        if len(body) >= PRECHECK_MIN_BYTES:
+            await self._api.precheck(header.model_name, header.model_version, header.declared, context)
+        decoded = decode_infer_tensors(header, self._rest_limits)
+        response = await self._infer_unless_disconnected(decoded.request, context, receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
