@@ -23,6 +23,7 @@ from modelserve import __version__
 from modelserve.app.engine import Engine
 from modelserve.config import Settings, SettingsError
 from modelserve.repository.release import limit_malloc_arenas
+from modelserve.transport.grpc.admission import InferenceCallLimit
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
 from modelserve.transport.http.dashboard_assets import DashboardAssets
@@ -78,6 +79,9 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
+            # Inference may hold at most worker_threads - reserved_threads of the pool: health, readiness
+            # and metadata calls always find a thread (transport/grpc/admission.py).
+            interceptors=[InferenceCallLimit(settings.grpc)],
         )
         servicer = InferenceServicer(
             engine.dataplane,

@@ -1,0 +1,400 @@
+"""gRPC admission at the front end (``transport/grpc/admission.py``): inference calls never take the worker
+threads reserved for health and metadata, the call over the limit is refused at once with UNAVAILABLE and
+the ``grpc-retry-pushback-ms`` hint, and every call gives its place back however it ends.
+
+Through the real server with ``grpc.worker_threads=6`` and ``grpc.reserved_threads=2`` (4 inference
+places), holding calls in a python model that waits for a gate file; and the interceptor's counting alone,
+with grpcio's handler types and a fake servicer context (the edge), no server.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from modelserve.config import GrpcSettings
+from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, InferenceCallLimit
+from tests.model_builders import iris_repository, write_python_model
+from tests.server_process import ServerProcess, running_server
+from tests.waiting import wait_until
+
+WORKER_THREADS, RESERVED_THREADS = 6, 2
+PLACES = WORKER_THREADS - RESERVED_THREADS
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
+LIVE = "/inference.GRPCInferenceService/ServerLive"
+HELD_TIMEOUT_S = 30.0  # client deadline of a held call: far beyond the test, bounds a broken one
+ANSWER_TIMEOUT_S = 5.0  # generous: the point is being answered at all while every place is held
+
+# Writes started-<tag>, waits (at most 20 s) for the file named by wait_for, appends <tag> to "calls".
+GATED_MODEL = """
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from modelserve import PythonModel
+
+
+    class Model(PythonModel):
+        def load(self, context):
+            self.folder = Path(context.parameters["folder"])
+
+        def infer(self, inputs):
+            tag = inputs["tag"][0].decode()
+            (self.folder / ("started-" + tag)).touch()
+            gate = self.folder / inputs["wait_for"][0].decode()
+            deadline = time.monotonic() + 20
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            with (self.folder / "calls").open("a") as f:
+                f.write(tag + "\\n")
+            return {"saw": np.array([gate.exists()])}
+"""
+
+# One instance: the first held call runs, the others wait in the model's queue (each on its gRPC thread).
+GATED_CONFIG = """
+    backend: "python"
+    max_batch_size: 0
+    input [
+      {{ name: "tag" data_type: TYPE_STRING dims: [ 1 ] }},
+      {{ name: "wait_for" data_type: TYPE_STRING dims: [ 1 ] }}
+    ]
+    output [ {{ name: "saw" data_type: TYPE_BOOL dims: [ 1 ] }} ]
+    parameters {{ key: "folder" value: {{ string_value: "{folder}" }} }}
+"""
+
+
+class Served(NamedTuple):
+    server: ServerProcess
+    folder: Path
+    stub: Any
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("admission")
+    repo = iris_repository(folder)
+    write_python_model(repo / "gated", GATED_MODEL, GATED_CONFIG.format(folder=folder))
+    config = folder / "modelserve.yaml"
+    config.write_text(f"grpc: {{worker_threads: {WORKER_THREADS}, reserved_threads: {RESERVED_THREADS}}}\n")
+    with (
+        running_server(repo, config=config) as server,
+        grpc.insecure_channel(server.grpc_address) as channel,
+    ):
+        yield Served(server, folder, service_pb2_grpc.GRPCInferenceServiceStub(channel))
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+def _add_bytes(request: Any, name: str, value: str) -> None:
+    request.inputs.add(name=name, datatype="BYTES", shape=[1])
+    data = value.encode()
+    request.raw_input_contents.append(struct.pack("<I", len(data)) + data)
+
+
+def gated_request(tag: str, gate: str) -> Any:
+    request = pb.ModelInferRequest(model_name="gated")
+    _add_bytes(request, "tag", tag)
+    _add_bytes(request, "wait_for", gate)
+    return request
+
+
+def iris_request(shape: tuple[int, ...] = (1, 4)) -> Any:
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="input-0", datatype="FP32", shape=list(shape))
+    request.raw_input_contents.append(np.ones(shape, np.float32).tobytes())
+    return request
+
+
+def gated_in_flight(server: ServerProcess) -> float:
+    text = httpx.get(f"{server.http_url}/metrics", timeout=ANSWER_TIMEOUT_S).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelserve_inflight_requests" and sample.labels.get("model") == "gated":
+                return float(sample.value)
+    return 0.0
+
+
+def hold(served: Served, gate: str, tags: list[str], *, already_in: int = 0) -> list[grpc.Future]:
+    """Start one held call per tag and return once all of them are inside the server (the version's
+    in-flight gauge, which counts only calls the front end let in). With the instance free, the first one
+    runs (its started marker) and the rest wait in the model's queue behind it."""
+    first = served.stub.ModelInfer.future(gated_request(tags[0], gate), timeout=HELD_TIMEOUT_S)
+    if not already_in:
+        wait_until(lambda: (served.folder / f"started-{tags[0]}").exists(), what=f"held call {tags[0]} to run")
+    rest = [served.stub.ModelInfer.future(gated_request(t, gate), timeout=HELD_TIMEOUT_S) for t in tags[1:]]
+    expected = already_in + len(tags)
+    wait_until(lambda: gated_in_flight(served.server) == expected, what=f"{expected} held calls admitted")
+    return [first, *rest]
+
+
+def refusal(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def assert_refused_for_the_limit(error: grpc.RpcError) -> None:
+    assert error.code() is grpc.StatusCode.UNAVAILABLE, f"{error.code()}: {error.details()}"
+    details = error.details()
+    assert f"grpc.worker_threads={WORKER_THREADS}" in details and f"grpc.reserved_threads={RESERVED_THREADS}" in details
+    assert "retry later" in details
+    assert dict(error.trailing_metadata() or ())[RETRY_PUSHBACK_KEY] == "100"
+
+
+def iris_is_admitted(served: Served) -> bool:
+    try:
+        served.stub.ModelInfer(iris_request(), timeout=ANSWER_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.UNAVAILABLE:
+            return False
+        raise
+    return True
+
+
+def saw_the_gate(future: grpc.Future) -> bool:
+    response = future.result(timeout=HELD_TIMEOUT_S)
+    return bool(response.raw_output_contents[0] == b"\x01")
+
+
+def calls(folder: Path) -> list[str]:
+    path = folder / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# -- through the real server ----------------------------------------------------------------------------
+
+
+def test_over_the_limit_inference_is_refused_at_once_and_health_still_answers(served: Served) -> None:
+    held = hold(served, "open-refusal", [f"held-{i}" for i in range(PLACES)])
+
+    # (a) The next inference call is refused at once, with the settings named and the pushback hint.
+    error = refusal(lambda: served.stub.ModelInfer.with_call(gated_request("over", "open-refusal"), timeout=5))
+    assert_refused_for_the_limit(error)
+
+    # (b) More inference calls pile on; without the reserved threads they would take the last worker
+    # threads and the calls below would wait for the held ones (20 s) and miss their 5 s deadline.
+    extra = [
+        served.stub.ModelInfer.future(gated_request(f"extra-{i}", "open-refusal"), timeout=HELD_TIMEOUT_S)
+        for i in range(2 * WORKER_THREADS)
+    ]
+    client = grpcclient.InferenceServerClient(served.server.grpc_address)
+    try:
+        assert client.is_server_live(client_timeout=ANSWER_TIMEOUT_S)
+        assert client.is_server_ready(client_timeout=ANSWER_TIMEOUT_S)
+        assert client.is_model_ready("gated", client_timeout=ANSWER_TIMEOUT_S)
+        metadata = client.get_model_metadata("gated", client_timeout=ANSWER_TIMEOUT_S)
+        assert [i.name for i in metadata.inputs] == ["tag", "wait_for"]
+        for future in extra:
+            assert_refused_for_the_limit(refusal(lambda f=future: f.result(timeout=HELD_TIMEOUT_S)))
+        assert not held[0].done(), "the held calls are still held: the answers above did not wait for them"
+    finally:
+        (served.folder / "open-refusal").touch()
+        client.close()
+
+    # (c) Released, every held call succeeds, and a new inference call is admitted again.
+    assert all(saw_the_gate(future) for future in held)
+    assert iris_is_admitted(served)
+    ran = calls(served.folder)
+    assert sorted(t for t in ran if t.startswith("held-")) == sorted(f"held-{i}" for i in range(PLACES))
+    assert not [t for t in ran if t.startswith(("over", "extra-"))], "a refused call reached the model"
+
+
+def test_failed_and_cancelled_calls_give_their_place_back(served: Served) -> None:
+    # Failures at every stage: routing (unknown model), validation (wrong shape), more of them than places.
+    for _ in range(3 * PLACES):
+        assert refusal(lambda: served.stub.ModelInfer(pb.ModelInferRequest(model_name="nope"), timeout=5)).code() is (
+            grpc.StatusCode.NOT_FOUND
+        )
+        assert refusal(lambda: served.stub.ModelInfer(iris_request((1, 3)), timeout=5)).code() is (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+    # (d) None of them kept a place: exactly PLACES calls are held again, and the next is refused.
+    tags = [f"cancel-{i}" for i in range(PLACES)]
+    held = hold(served, "open-cancel", tags)
+    try:
+        assert_refused_for_the_limit(refusal(lambda: served.stub.ModelInfer(iris_request(), timeout=5)))
+        # The last held call waits in the model's queue; the client cancels it and its place comes back.
+        assert held[-1].cancel()
+        wait_until(lambda: iris_is_admitted(served), what="a new inference call admitted after the cancel")
+    finally:
+        (served.folder / "open-cancel").touch()
+    assert all(saw_the_gate(future) for future in held[:-1])
+    assert tags[-1] not in calls(served.folder), "the cancelled call still ran"
+    # Every place is free again: PLACES calls are held at once, and the next is refused.
+    held = hold(served, "open-after", [f"after-{i}" for i in range(PLACES)])
+    try:
+        assert_refused_for_the_limit(refusal(lambda: served.stub.ModelInfer(iris_request(), timeout=5)))
+    finally:
+        (served.folder / "open-after").touch()
+    assert all(saw_the_gate(future) for future in held)
+
+
+def test_a_stream_holds_one_place_until_it_closes(served: Served) -> None:
+    gate = "open-stream"
+    stop_sending = threading.Event()
+
+    def requests() -> Iterator[Any]:
+        yield gated_request("in-stream", gate)
+        stop_sending.wait(HELD_TIMEOUT_S)  # keeps the stream open until the test is done with it
+
+    stream = served.stub.ModelStreamInfer(requests(), timeout=HELD_TIMEOUT_S)
+    try:
+        # Its request runs only once the stream holds a place; the unary calls then wait behind it.
+        wait_until(lambda: (served.folder / "started-in-stream").exists(), what="the stream's request to run")
+        held = hold(served, gate, [f"beside-stream-{i}" for i in range(PLACES - 1)], already_in=1)
+        assert_refused_for_the_limit(refusal(lambda: served.stub.ModelInfer(iris_request(), timeout=5)))
+        stream.cancel()
+        wait_until(lambda: iris_is_admitted(served), what="a new inference call admitted after the stream closed")
+    finally:
+        stop_sending.set()
+        stream.cancel()
+        (served.folder / gate).touch()
+    assert all(saw_the_gate(future) for future in held)
+
+
+# -- the interceptor alone ------------------------------------------------------------------------------
+
+
+class _Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """grpc.ServicerContext's part the interceptor uses: abort raises, as grpcio's does."""
+
+    def __init__(self) -> None:
+        self.trailing_metadata: tuple[tuple[str, str], ...] = ()
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+        self.callbacks: list[Callable[[], None]] = []
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing_metadata = metadata
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+        raise _Aborted(details)
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def end(self) -> None:
+        for callback in self.callbacks:
+            callback()
+
+
+class _Details(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+
+def _limit(places: int = 2) -> InferenceCallLimit:
+    return InferenceCallLimit(GrpcSettings(worker_threads=places + 1, reserved_threads=1, retry_pushback_ms=250))
+
+
+def _intercepted(limit: InferenceCallLimit, method: str, handler: grpc.RpcMethodHandler) -> Any:
+    return limit.intercept_service(lambda details: handler, _Details(method))
+
+
+def test_unit_every_other_method_passes_through_untouched() -> None:
+    limit = _limit()
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: "live")
+    assert _intercepted(limit, LIVE, handler) is handler
+    assert limit.intercept_service(lambda details: None, _Details(INFER)) is None  # unknown: grpcio says so
+
+
+def test_unit_inference_calls_are_counted_and_the_one_over_the_limit_is_refused() -> None:
+    limit = _limit(places=2)
+    seen: list[int] = []
+    refused: list[FakeContext] = []
+
+    def behaviour(inner: Callable[[], Any] | None, context: Any) -> str:
+        seen.append(limit.in_flight)
+        return inner() if inner is not None else "answered"
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    wrapped = _intercepted(limit, INFER, handler)
+    assert wrapped is not handler and _intercepted(limit, INFER, handler) is wrapped  # wrapped once, reused
+
+    def third() -> str:
+        context = FakeContext()
+        refused.append(context)
+        with pytest.raises(_Aborted):
+            wrapped.unary_unary(None, context)
+        return "third refused"
+
+    # Nested calls are calls in flight at once: the first holds a place while the second runs, and so on.
+    second = lambda: wrapped.unary_unary(third, FakeContext())  # noqa: E731
+    assert wrapped.unary_unary(second, FakeContext()) == "third refused"
+    assert seen == [1, 2], "the refused call never reached the servicer"
+    assert limit.in_flight == 0
+    assert refused[0].code is grpc.StatusCode.UNAVAILABLE
+    assert "grpc.worker_threads=3 minus grpc.reserved_threads=1" in refused[0].details
+    assert refused[0].trailing_metadata == ((RETRY_PUSHBACK_KEY, "250"),)
+
+
+def test_unit_a_failing_or_aborted_call_gives_its_place_back() -> None:
+    limit = _limit(places=1)
+
+    def fails(request: Any, context: Any) -> Any:
+        assert limit.in_flight == 1
+        if request == "abort":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad input")
+        raise RuntimeError("the model broke")
+
+    wrapped = _intercepted(limit, INFER, grpc.unary_unary_rpc_method_handler(fails))
+    for request, error in (("abort", _Aborted), ("raise", RuntimeError)):
+        with pytest.raises(error):
+            wrapped.unary_unary(request, FakeContext())
+        assert limit.in_flight == 0
+
+
+def test_unit_a_stream_holds_one_place_until_it_ends_however_it_ends() -> None:
+    limit = _limit(places=1)
+
+    def answers(requests: Iterator[int], context: Any) -> Iterator[int]:
+        for request in requests:
+            yield request * 2
+
+    wrapped = _intercepted(limit, STREAM, grpc.stream_stream_rpc_method_handler(answers))
+
+    # Runs to the end.
+    responses = wrapped.stream_stream(iter([1, 2]), FakeContext())
+    assert limit.in_flight == 0, "a stream grpcio never starts takes no place"
+    assert next(responses) == 2 and limit.in_flight == 1
+    other = FakeContext()
+    with pytest.raises(_Aborted):
+        next(wrapped.stream_stream(iter([5]), other))  # the only place is the first stream's
+    assert other.code is grpc.StatusCode.UNAVAILABLE
+    assert list(responses) == [4] and limit.in_flight == 0
+
+    # Dropped half-way (grpcio stops iterating): closing the generator gives the place back.
+    responses = wrapped.stream_stream(iter([1, 2]), FakeContext())
+    next(responses)
+    responses.close()
+    assert limit.in_flight == 0
+
+    # The call ends (client cancel) while the stream is parked: the callback gives it back, once.
+    context = FakeContext()
+    responses = wrapped.stream_stream(iter([1, 2]), context)
+    next(responses)
+    context.end()
+    assert limit.in_flight == 0
+    responses.close()
+    assert limit.in_flight == 0, "the place was given back twice"
