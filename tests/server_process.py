@@ -7,6 +7,7 @@ bounded. On stop the process gets SIGTERM and must exit 0, and its ports must be
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,7 +24,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples" / "models"
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 is also what it
+# hands every outgoing connection, so between our check and the server's bind a client socket of another
+# test could take it (seen in CI: "address already in use"). Ports here are only ever taken on purpose.
+_PORTS = range(20000, 32000)
+_random = random.Random()
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range (bounded tries)."""
+    for _ in range(100):
+        port = _random.choice(_PORTS)
+        if port_is_free(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -40,12 +53,24 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it was live or ready."""
+
+
 class ServerProcess:
     def __init__(self, repository: Path, extra_args: Sequence[str] = (), config: Path | None = None) -> None:
         self.repository = repository
+        self._extra_args = list(extra_args)
+        self._config = config
         self.http_port = free_port()
         self.grpc_port = free_port()
-        self.args = [
+        self.args = self._command()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    def _command(self) -> list[str]:
+        config, extra_args, repository = self._config, self._extra_args, self.repository
+        return [
             sys.executable,
             "-m",
             "modelserve",
@@ -61,8 +86,6 @@ class ServerProcess:
             *(["--config", str(config)] if config else []),
             *extra_args,
         ]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.exit_code: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -78,8 +101,18 @@ class ServerProcess:
 
     def start(self, *, wait_ready: bool = True, timeout_s: float = 60.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(self.args, env=env, cwd=REPO_ROOT)
-        self.wait_until("ready" if wait_ready else "live", timeout_s)
+        for attempt in range(3):
+            self.process = subprocess.Popen(self.args, env=env, cwd=REPO_ROOT)
+            try:
+                self.wait_until("ready" if wait_ready else "live", timeout_s)
+                return
+            except ServerExited:
+                # Another process took one of the ports between the choice and the bind: new ports, again.
+                ports_taken = not (port_is_free(self.http_port) and port_is_free(self.grpc_port))
+                if attempt == 2 or not ports_taken:
+                    raise
+                self.http_port, self.grpc_port = free_port(), free_port()
+                self.args = self._command()
 
     def wait_until(self, what: str, timeout_s: float = 60.0) -> None:
         url = f"{self.http_url}/v2/health/{what}"
@@ -87,7 +120,7 @@ class ServerProcess:
         def healthy() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early with code {self.process.returncode}")
+                raise ServerExited(f"server exited early with code {self.process.returncode}")
             try:
                 return httpx.get(url, timeout=1.0).status_code == 200
             except httpx.TransportError:
