@@ -202,3 +202,10 @@ def test_unknown_data_type_number_is_refused(text: bytes) -> None:
 @example(b'output { name: "x" data_type: -1 dims: [] }')
 def test_negative_data_type_number_is_refused(text: bytes) -> None:
     _load(text)
+
+
+@EXPLICIT_ONLY
+@given(st.just(b""))
+@example(b'input { name: "x" data_type:0x7fffffffffffffff dims: [1] }')  # found by CI's random run
+def test_data_type_past_int32_is_refused(text: bytes) -> None:
+    _load(text)

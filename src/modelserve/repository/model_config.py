@@ -90,6 +90,10 @@ def read_model_config(
             raise ModelLoadError(
                 f"model '{name}': {CONFIG_FILENAME} does not parse as a Triton ModelConfig: {exc}", stage="config"
             ) from exc
+        except ValueError as exc:  # protobuf's own range checks ("Value out of range: ..." for an enum)
+            raise ModelLoadError(
+                f"model '{name}': {CONFIG_FILENAME} holds a value out of range: {str(exc)[:200]}", stage="config"
+            ) from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ModelLoadError(
                 f"model '{name}': cannot read {CONFIG_FILENAME}: {type(exc).__name__}", stage="config"

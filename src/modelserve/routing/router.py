@@ -13,7 +13,7 @@ import asyncio
 from functools import partial
 
 from modelserve.core.context import EMPTY_CONTEXT, RequestContext
-from modelserve.core.errors import ErrorCode, RoutingError, ValidationError
+from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
 from modelserve.core.names import check_model_name, check_version
 from modelserve.core.steps import OnLoop, RunBlocking, Steps
 from modelserve.repository.loaded import LoadedVersion
@@ -63,6 +63,20 @@ class Router:
         if not version.isdigit() and not self._aliases.is_cached(name) and manager.is_known(name):
             yield RunBlocking(partial(self._aliases.aliases, name))  # the first look reads a file: off the loop
         return self._pick(name, version)
+
+    def loaded_now(self, name: str, version: str) -> LoadedVersion | None:
+        """The version :meth:`resolve` would pick, if it can be known now without waiting (no load, no first
+        alias read) and the request names a valid, loaded one; else None. Never raises: for a glance
+        before a body is read, after which :meth:`resolve` decides and reports errors."""
+        manager = self._manager
+        if not manager.is_loaded(name):
+            return None
+        if not version.isdigit() and not self._aliases.is_cached(name):
+            return None
+        try:
+            return self._pick(check_model_name(name), check_version(version))
+        except ModelServeError:
+            return None
 
     # -- aliases (admin) ---------------------------------------------------------------------------
 

@@ -67,20 +67,32 @@ class AdmissionGate:
     def admit(self) -> Iterator[None]:
         """Hold one in-flight slot for the duration of the ``with`` block. Raises :class:`QueueError`."""
         with self._lock:
-            if self._draining:
-                raise QueueError("the server is shutting down and accepts no new requests; retry on another replica")
-            if self._inflight >= self._max_inflight:
-                raise QueueError(
-                    f"the server is at its in-flight request limit (server.max_inflight_requests="
-                    f"{self._max_inflight}); retry later or raise the limit",
-                    retry_after_s=1,
-                )
+            refused = self._refusal()
+            if refused is not None:
+                raise refused
             self._inflight += 1
         try:
             yield
         finally:
             with self._lock:
                 self._inflight -= 1
+
+    def refusal(self) -> QueueError | None:
+        """The error :meth:`admit` would raise now, without admitting (a snapshot, for refusing a request
+        before its body is read; ``admit`` decides again)."""
+        with self._lock:
+            return self._refusal()
+
+    def _refusal(self) -> QueueError | None:
+        if self._draining:
+            return QueueError("the server is shutting down and accepts no new requests; retry on another replica")
+        if self._inflight >= self._max_inflight:
+            return QueueError(
+                f"the server is at its in-flight request limit (server.max_inflight_requests="
+                f"{self._max_inflight}); retry later or raise the limit",
+                retry_after_s=1,
+            )
+        return None
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests from now on and wait up to ``timeout_s`` for in-flight ones to finish.
@@ -124,8 +136,11 @@ class VersionAdmission:
         """Admit one request. Raises :class:`QueueError` once the version is closed."""
         with self._lock:
             if self._is_closed:
-                raise QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
+                raise self.closed_error()
             self._active += 1
+
+    def closed_error(self) -> QueueError:
+        return QueueError(f"{self._owner} is unloading and takes no new requests; retry the request")
 
     def leave(self) -> None:
         with self._lock:

@@ -40,7 +40,7 @@ import numpy as np
 
 from modelserve.core.clock import Clock
 from modelserve.core.context import RequestContext
-from modelserve.core.errors import ModelServeError, RuntimeFailure
+from modelserve.core.errors import ModelServeError, QueueError, RuntimeFailure
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.core.steps import PostToLoop, RunBlocking, Steps, WaitFor
@@ -137,6 +137,14 @@ class DynamicBatchScheduler:
     @property
     def queue_depth(self) -> int:
         return len(self._queues)
+
+    def refusal(self) -> QueueError | None:
+        if self._admission.is_closed:
+            return self._admission.closed_error()
+        with self._lock:
+            if self._idle:
+                return None  # an idle instance: a new request would not wait at all
+        return self._queues.refusal()
 
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)

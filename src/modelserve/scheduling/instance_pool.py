@@ -48,15 +48,26 @@ class InstancePool(Generic[T]):
             if self._free and not self._waiters:
                 return self._free.popleft()
             if len(self._waiters) >= self._max_waiting:
-                raise QueueError(
-                    f"{self._owner}: queue full ({len(self._waiters)} requests already wait for "
-                    f"{self._size} instance(s); scheduling.max_queue_size={self._max_waiting}); retry later, "
-                    "add instances (instance_group count) or raise the limit",
-                    retry_after_s=1,
-                )
+                raise self._full()
             waiter: concurrent.futures.Future[T] = concurrent.futures.Future()
             self._waiters.append(waiter)
             return waiter
+
+    def refusal(self) -> QueueError | None:
+        """The error :meth:`take` would raise now, without taking anything (a snapshot: the next ``take``
+        decides again). For refusing a request before its body is read."""
+        with self._lock:
+            if not self._free and len(self._waiters) >= self._max_waiting:
+                return self._full()
+        return None
+
+    def _full(self) -> QueueError:
+        return QueueError(
+            f"{self._owner}: queue full ({len(self._waiters)} requests already wait for "
+            f"{self._size} instance(s); scheduling.max_queue_size={self._max_waiting}); retry later, "
+            "add instances (instance_group count) or raise the limit",
+            retry_after_s=1,
+        )
 
     def abandon(self, waiter: concurrent.futures.Future[T]) -> None:
         """The waiter's caller gave up for good: it leaves the queue, or, if it was handed an instance

@@ -93,16 +93,23 @@ class PriorityQueues:
 
     def push(self, entry: QueueEntry) -> None:
         """Queue ``entry`` at the back of its level. Raises :class:`QueueError` when the level is full."""
-        queue = self._queues[entry.level]
-        limit = self._policies[entry.level].max_queue_size
-        if len(queue) >= limit:
-            raise QueueError(
-                f"{self._owner}: queue for priority level {entry.level} is full ({limit} requests waiting; "
-                "dynamic_batching queue policy max_queue_size, or scheduling.max_queue_size when unset); "
-                "retry later",
-                retry_after_s=1,
-            )
-        queue.append(entry)
+        refused = self.refusal(entry.level)
+        if refused is not None:
+            raise refused
+        self._queues[entry.level].append(entry)
+
+    def refusal(self, level: int | None = None) -> QueueError | None:
+        """The error :meth:`push` would raise now for a request of ``level`` (None: the default level)."""
+        level = self._default_level if level is None else level
+        limit = self._policies[level].max_queue_size
+        if len(self._queues[level]) < limit:
+            return None
+        return QueueError(
+            f"{self._owner}: queue for priority level {level} is full ({limit} requests waiting; "
+            "dynamic_batching queue policy max_queue_size, or scheduling.max_queue_size when unset); "
+            "retry later",
+            retry_after_s=1,
+        )
 
     def ordered(self) -> list[QueueEntry]:
         """Every queued entry in service order: level 1 first; within a level FIFO, then its delayed ones."""

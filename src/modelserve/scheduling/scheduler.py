@@ -28,6 +28,7 @@ import numpy as np
 
 from modelserve.core.clock import Clock
 from modelserve.core.context import RequestContext
+from modelserve.core.errors import QueueError
 from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.core.steps import RunBlocking, Steps, WaitFor
@@ -61,6 +62,12 @@ class Scheduler(Protocol):
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet answered (queued or running)."""
+        ...
+
+    def refusal(self) -> QueueError | None:
+        """The error a new request at the default priority would get from this version's queue now, or
+        None. A snapshot, thread-safe and O(1): the front ends use it to refuse before reading a body, and
+        :meth:`execute` decides again."""
         ...
 
     @property
@@ -117,6 +124,11 @@ class DirectScheduler:
     @property
     def queue_depth(self) -> int:
         return self._pool.waiting
+
+    def refusal(self) -> QueueError | None:
+        if self._admission.is_closed:
+            return self._admission.closed_error()
+        return self._pool.refusal()
 
     def _leave(self, failure: BaseException | None, *, start_ns: int) -> None:
         self._stats.record_request(

@@ -25,7 +25,7 @@ from modelserve.core.inference import InferRequest, InferResult, ParameterValue
 from modelserve.core.names import check_model_name
 from modelserve.core.steps import Steps, drive, drive_blocking
 from modelserve.observability.observation import Observation, Observer
-from modelserve.observability.statistics import ModelVersionStatistics
+from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
 from modelserve.repository.loaded import LoadedVersion
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.model_config import ModelConfig
@@ -184,6 +184,23 @@ class DataPlane:
         """:meth:`precheck_steps` from a thread that is not ``loop``'s (gRPC calls)."""
         steps = self.precheck_steps(name, version, declared, context)
         drive_blocking(steps, loop=loop, clock=self._clock, deadline_ns=context.deadline_ns)
+
+    def refuse_if_saturated(self, name: str, version: str) -> None:
+        """Raise the :class:`QueueError` a new request for ``name``/``version`` would get now from the
+        server's in-flight limit or the version's queue, before its body is read or decoded: under overload
+        a refusal must cost far less than a request. O(1), on any thread; a hint only (the request path
+        decides again). A refusal counts as a failed request of the version, as it would in its queue."""
+        refused = self._gate.refusal()
+        if refused is not None:
+            raise refused
+        loaded = self._router.loaded_now(name, version)
+        if loaded is None:
+            return
+        refused = loaded.scheduler.refusal()
+        if refused is not None:
+            reason, cause = failure_reason(refused), failure_cause(refused)
+            loaded.statistics.record_request(succeeded=False, total_ns=0, failure_reason=reason, failure_cause=cause)
+            raise refused
 
     async def infer(self, request: InferRequest, context: RequestContext = EMPTY_CONTEXT) -> InferResult:
         """Run one request from the event loop (REST, the in-process engine)."""

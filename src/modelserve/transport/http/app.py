@@ -316,6 +316,9 @@ class HttpApp:
     # -- inference --------------------------------------------------------------------------------------
 
     async def _model_infer(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # Under overload, refuse before the body is read or decoded: a refusal must cost far less than a
+        # request, or the loop spends its core on requests it then rejects (congestion collapse).
+        self._api.refuse_if_saturated(params["model"], params["version"])
         body = await self._body(scope, receive)
         raw_header_length = _header(scope, b"inference-header-content-length")
         header_length = None
