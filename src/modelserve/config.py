@@ -64,7 +64,8 @@ class ServerSettings(_Group):
     context_headers: tuple[str, ...] = Field(
         (),
         description="Request headers (gRPC metadata keys) copied into each request's context, where routing "
-        "rules and the prediction log read them; no other header is read. x-request-id is always read.",
+        "rules and the prediction log read them; no other header is read. x-request-id is read too (over gRPC only "
+        "when this list is not empty).",
     )
 
     @field_validator("context_headers")

@@ -72,12 +72,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         self._limits = limits
         self._loop = loop
         self._clock = clock
-        self._wanted_headers = context_headers | {REQUEST_ID_HEADER}
+        # The call's metadata is read only when some key is configured: reading it (and the deadline) on
+        # every call measured 4-8 % of a gRPC request at concurrency 32 on one core (perf_analyzer, iris).
+        self._wanted_headers = context_headers | {REQUEST_ID_HEADER} if context_headers else frozenset()
         self._max_stream_inflight = max_stream_inflight
 
     def _request_context(self, context: Any) -> RequestContext:
         """The call's metadata (only the configured keys) and deadline, as the dataplane sees them."""
-        headers = select_headers(context.invocation_metadata() or (), self._wanted_headers)
+        headers = (
+            select_headers(context.invocation_metadata() or (), self._wanted_headers) if self._wanted_headers else {}
+        )
         remaining_s = context.time_remaining()
         deadline_ns = None
         if remaining_s is not None and remaining_s < _NO_DEADLINE_S:
