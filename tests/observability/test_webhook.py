@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from modelserve.observability.webhook import BACKOFF_CAP_S, WebhookNotifier, retry_delay_s
 from tests.observability.webhook_receiver import serving_webhook
+from tests.waiting import wait_until_async
 
 ALERT = {"name": "HighErrorRate", "model": "iris", "state": "firing", "value": 0.5, "threshold": 0.2}
 
@@ -37,8 +38,11 @@ async def _deliver_until(notifier: WebhookNotifier, counter: Counter, done: int,
     """Run the started notifier's worker until ``done`` notifications are settled, then stop it."""
 
     async def settled() -> None:
-        while _count(counter, "sent") + _count(counter, "failed") < done:
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: _count(counter, "sent") + _count(counter, "failed") >= done,
+            timeout_s=timeout_s,
+            what=f"{done} notifications settled",
+        )
 
     try:
         async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as group:

@@ -185,9 +185,7 @@ def test_hot_swap_under_load_fails_no_request(tmp_path: Path) -> None:
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             senders = [pool.submit(keep_sending) for _ in range(2)]
-            deadline = time.monotonic() + 10
-            while len(outcomes) < 200 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: len(outcomes) >= 200, timeout_s=10, interval_s=0.01, what="200 answers before the swap")
             write_onnx_scale(repo / "scaled" / "2" / "model.onnx", 2.0)
             swap_window.append(time.monotonic())
             client.load_model("scaled")

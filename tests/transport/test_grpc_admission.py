@@ -26,6 +26,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from modelserve.config import GrpcSettings
 from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, InferenceCallLimit
+from tests.app.test_engine import GATED_CONFIG
 from tests.model_builders import iris_repository, write_python_model
 from tests.server_process import ServerProcess, running_server
 from tests.waiting import wait_until
@@ -65,16 +66,7 @@ GATED_MODEL = """
 """
 
 # One instance: the first held call runs, the others wait in the model's queue (each on its gRPC thread).
-GATED_CONFIG = """
-    backend: "python"
-    max_batch_size: 0
-    input [
-      {{ name: "tag" data_type: TYPE_STRING dims: [ 1 ] }},
-      {{ name: "wait_for" data_type: TYPE_STRING dims: [ 1 ] }}
-    ]
-    output [ {{ name: "saw" data_type: TYPE_BOOL dims: [ 1 ] }} ]
-    parameters {{ key: "folder" value: {{ string_value: "{folder}" }} }}
-"""
+# The engine tests' gated model's config (tests/app/test_engine.py): the same inputs and folder parameter.
 
 
 class Served(NamedTuple):

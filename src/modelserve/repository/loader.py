@@ -221,9 +221,6 @@ class Loader:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None  # made on first use, on the loop that uses it
 
-    def is_loading(self, name: str) -> bool:
-        return name in self._tasks
-
     def loading(self) -> frozenset[str]:
         """The models with a load in progress now."""
         return frozenset(self._tasks)

@@ -60,18 +60,19 @@ class Router:
         manager = self._manager
         if self._load_on_demand and not manager.is_loaded(name) and manager.is_known(name):
             yield OnLoop(partial(manager.ensure_loaded, name))
-        if not version.isdigit() and not self._aliases.is_cached(name) and manager.is_known(name):
+        if self._must_read_aliases(name, version):
             yield RunBlocking(partial(self._aliases.aliases, name))  # the first look reads a file: off the loop
         return self._pick(name, version)
+
+    def _must_read_aliases(self, name: str, version: str) -> bool:
+        """The request names no version number and the model's aliases are not read yet (a file read)."""
+        return not version.isdigit() and not self._aliases.is_cached(name) and self._manager.is_known(name)
 
     def loaded_now(self, name: str, version: str) -> LoadedVersion | None:
         """The version :meth:`resolve` would pick, if it can be known now without waiting (no load, no first
         alias read) and the request names a valid, loaded one; else None. Never raises: for a glance
         before a body is read, after which :meth:`resolve` decides and reports errors."""
-        manager = self._manager
-        if not manager.is_loaded(name):
-            return None
-        if not version.isdigit() and not self._aliases.is_cached(name):
+        if not self._manager.is_loaded(name) or self._must_read_aliases(name, version):
             return None
         try:
             return self._pick(check_model_name(name), check_version(version))

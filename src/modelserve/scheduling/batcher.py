@@ -242,7 +242,16 @@ class DynamicBatchScheduler:
                 queued = self._clock.now_ns()
                 self._stats.record_queue(queued - start)
                 outputs = yield RunBlocking(
-                    partial(self._run_fast, runtime, request, output_names, queued), self._executor
+                    partial(
+                        self._single.run_lent,
+                        runtime,
+                        request,
+                        output_names,
+                        queued,
+                        admission=self._admission,
+                        give_back=self._return_instance,
+                    ),
+                    self._executor,
                 )
             else:
                 waiter: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
@@ -264,17 +273,6 @@ class DynamicBatchScheduler:
             raise
         finally:
             self._finish_request(start, failure)
-
-    def _run_fast(
-        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
-    ) -> dict[str, np.ndarray]:
-        # The instance goes back when this call is done, even if its caller gave up meanwhile.
-        try:
-            if self._admission.is_released:  # a gRPC thread that got here after close: never run it
-                raise self._admission.unloaded_error(started=False)
-            return self._single.run(runtime, request, output_names, queued_ns)
-        finally:
-            self._return_instance(runtime)
 
     def _push(self, entry: QueueEntry) -> None:
         """On the loop: queue ``entry`` (or answer it with the queue's refusal) and wake the batcher."""

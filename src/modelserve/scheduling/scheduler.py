@@ -162,7 +162,16 @@ class DirectScheduler:
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             outputs: dict[str, np.ndarray] = yield RunBlocking(
-                partial(self._run, runtime, request, output_names, queued), self._executor
+                partial(
+                    self._single.run_lent,
+                    runtime,
+                    request,
+                    output_names,
+                    queued,
+                    admission=self._admission,
+                    give_back=self._pool.release,
+                ),
+                self._executor,
             )
             return outputs
         except Exception as exc:
@@ -175,18 +184,6 @@ class DirectScheduler:
             raise
         finally:
             self._leave(failure, start_ns=start)
-
-    def _run(
-        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
-    ) -> dict[str, np.ndarray]:
-        # The instance goes back when this call is done, on this thread, even if its caller gave up
-        # meanwhile: a runtime instance never runs two calls at once.
-        try:
-            if self._admission.is_released:  # a gRPC thread that got here after close: never run it
-                raise self._admission.unloaded_error(started=False)
-            return self._single.run(runtime, request, output_names, queued_ns)
-        finally:
-            self._pool.release(runtime)
 
     async def start(self) -> None:
         return None

@@ -6,7 +6,7 @@ code. Runs on whatever thread calls it: an instance's thread for REST, the call'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from modelserve.core.inference import InferRequest
 from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.runtimes.base import Runtime
+from modelserve.scheduling.admission import VersionAdmission
 from modelserve.scheduling.shapes import to_client, to_model_shape
 
 __all__ = ["SingleRun", "as_runtime_failure"]
@@ -35,6 +36,27 @@ class SingleRun:
         self._stats = statistics
         self._clock = clock
         self._batching = signature.max_batch_size > 0
+
+    def run_lent(
+        self,
+        runtime: Runtime,
+        request: InferRequest,
+        output_names: Sequence[str],
+        queued_ns: int,
+        *,
+        admission: VersionAdmission,
+        give_back: Callable[[Runtime], None],
+    ) -> dict[str, np.ndarray]:
+        """:meth:`run` on an instance lent by a scheduler, which gets it back (``give_back``) when the call is
+        done, on this thread, even if the caller gave up meanwhile: an instance never runs two calls at once.
+        A request that reaches here after its version was released (a gRPC thread late after close) never
+        runs."""
+        try:
+            if admission.is_released:
+                raise admission.unloaded_error(started=False)
+            return self.run(runtime, request, output_names, queued_ns)
+        finally:
+            give_back(runtime)
 
     def run(
         self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], queued_ns: int
