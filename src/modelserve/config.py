@@ -80,6 +80,28 @@ class ServerSettings(_Group):
 class HttpSettings(_Group):
     port: int = Field(8000, ge=0, le=65535, description="REST port (0 = pick a free one).")
     enabled: bool = True
+    # The guards against slow and stalled clients (transport/http/connections.py says how each is applied).
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="A connection with no request in progress (new, or between requests) closes after this."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="From a request's first byte until its headers are complete; past it, 408 and close."
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Grace for a request body: it must be in by body_timeout_s + bytes received / min_body_rate "
+        "after its headers, or it gets 408 and the connection closes.",
+    )
+    min_body_rate: int = Field(
+        16384, ge=1, description="Slowest body a client may send after the grace period (bytes per second)."
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open REST connections at once; one more is answered 503 (Retry-After) and closed before "
+        "it is read. The process's open-file limit is raised to fit it when the hard limit allows.",
+    )
 
 
 class GrpcSettings(_Group):
@@ -197,6 +219,12 @@ class SchedulingSettings(_Group):
         ge=0,
         description="Requests that may wait per model version (per priority level when batching); "
         "also the bound used where a dynamic_batching queue policy says 0 (unbounded).",
+    )
+    max_queue_time_ms: int = Field(
+        500,
+        ge=0,
+        description="A version's queue also refuses (503 at once) while its oldest waiting request has waited "
+        "longer than this, so under overload the wait follows time, not only length (0 = length only).",
     )
     batch_policy: BatchPolicyName = Field(
         BatchPolicyName.ADAPTIVE,

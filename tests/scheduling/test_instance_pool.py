@@ -12,6 +12,7 @@ import pytest
 
 from modelserve.core.errors import QueueError
 from modelserve.scheduling.instance_pool import InstancePool
+from tests.fakes import ManualClock
 
 
 def test_waiters_are_served_in_order_and_the_bound_refuses_at_once() -> None:
@@ -64,3 +65,36 @@ def test_a_waiter_cancelled_by_its_caller_is_skipped_at_hand_over() -> None:
     assert cancelled.cancel()  # what a gRPC thread's cancel token does
     pool.release(held)
     assert survivor.result(timeout=0) == "a"
+
+
+def test_the_queue_refuses_while_its_oldest_waiter_has_waited_past_the_time_bound() -> None:
+    clock = ManualClock()
+    pool = InstancePool(["a"], max_waiting=100, owner="model 'm' version 1", clock=clock, max_wait_ns=100_000_000)
+    held = pool.take()
+    oldest = pool.take()
+    clock.advance(0.05)
+    younger = pool.take()  # the head has waited 50 ms: within the bound
+    assert isinstance(oldest, concurrent.futures.Future) and isinstance(younger, concurrent.futures.Future)
+    clock.advance(0.06)  # the head has now waited 110 ms
+    assert pool.refusal() is not None
+    with pytest.raises(QueueError, match=r"oldest request has waited 110 ms.*max_queue_time_ms=100") as caught:
+        pool.take()
+    assert caught.value.retry_after_s == 1 and pool.waiting == 2
+    pool.release(held)  # the head is served: the queue's wait is now the younger waiter's, 60 ms
+    assert oldest.result(timeout=0) == "a"
+    assert pool.refusal() is None
+    assert isinstance(pool.take(), concurrent.futures.Future)
+    # Abandoning the head keeps the join times in step with the waiters.
+    pool.abandon(younger)
+    clock.advance(0.2)
+    with pytest.raises(QueueError, match="has waited 200 ms"):
+        pool.take()
+
+
+def test_without_a_time_bound_only_the_length_refuses() -> None:
+    clock = ManualClock()
+    pool = InstancePool(["a"], max_waiting=2, owner="m", clock=clock)
+    pool.take()
+    pool.take()
+    clock.advance(3600)
+    assert isinstance(pool.take(), concurrent.futures.Future)

@@ -95,6 +95,20 @@ def test_a_full_level_refuses_at_once_naming_the_level_and_other_levels_still_ac
     assert q.depth(2) == 2
 
 
+def test_a_level_refuses_while_its_oldest_request_has_waited_past_the_time_bound(entry: MakeEntry) -> None:
+    q = queues(l1=LevelPolicy(max_queue_size=100, max_queue_time_ns=100_000_000))
+    oldest = entry(1, at=0)
+    q.push(oldest)
+    q.push(entry(1, at=90_000_000))  # the head has waited 90 ms: admitted
+    with pytest.raises(QueueError) as caught:
+        q.push(entry(1, at=150_000_000))
+    assert caught.value.code is ErrorCode.UNAVAILABLE and caught.value.retry_after_s == 1
+    assert "waited 150 ms" in caught.value.message and "scheduling.max_queue_time_ms=100" in caught.value.message
+    assert q.refusal(150_000_000, 1) is not None and q.refusal(150_000_000, 2) is None  # per level
+    q.remove([oldest])
+    assert q.refusal(150_000_000, 1) is None  # the head is now 60 ms old
+
+
 def test_a_level_with_size_zero_refuses_everything(entry: MakeEntry) -> None:
     q = queues(levels=1, l1=LevelPolicy(max_queue_size=0))
     with pytest.raises(QueueError, match="priority level 1 is full"):

@@ -12,12 +12,17 @@ import concurrent.futures
 import socket
 from pathlib import Path
 
+import grpc
 import httpx
+import pytest
+from tritonclient.grpc import service_pb2_grpc
 
+from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY
 from tests.app.test_engine import GATED_CONFIG, GATED_MODEL, lines
 from tests.model_builders import write_python_model
 from tests.observability.test_metrics import scrape
 from tests.server_process import ServerProcess, running_server
+from tests.transport.test_grpc_admission import gated_request, rejection_count
 from tests.waiting import wait_until
 
 
@@ -67,6 +72,19 @@ def test_a_saturated_model_refuses_before_the_body_is_read(tmp_path: Path) -> No
         assert b"queue full" in rest and b"scheduling.max_queue_size=1" in rest
         rejected = ("nv_inference_request_failure", (("model", "single"), ("reason", "REJECTED"), ("version", "1")))
         assert scrape(server.http_url).get(rejected) == 1  # counted like a refusal in the queue
+        assert rejection_count(server, "http") == 1  # and its cost observed
+
+        # gRPC is refused by the same queue, with gRPC's retry hint.
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                request = gated_request("grpc", "release")
+                request.model_name = "single"
+                stub.ModelInfer(request, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "queue full" in refused.value.details()
+        assert dict(refused.value.trailing_metadata() or ())[RETRY_PUSHBACK_KEY] == "100"
+        assert rejection_count(server, "grpc") == 1
 
         (tmp_path / "release").touch()
         assert running.result(timeout=60).status_code == 200

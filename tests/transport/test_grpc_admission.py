@@ -121,6 +121,16 @@ def gated_in_flight(server: ServerProcess) -> float:
     return 0.0
 
 
+def rejection_count(server: ServerProcess, transport: str) -> float:
+    """How many refusals ``modelserve_rejection_duration_seconds`` has observed for ``transport``."""
+    text = httpx.get(f"{server.http_url}/metrics", timeout=ANSWER_TIMEOUT_S).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelserve_rejection_duration_seconds_count" and sample.labels["transport"] == transport:
+                return float(sample.value)
+    raise AssertionError("modelserve_rejection_duration_seconds is not exported")
+
+
 def hold(served: Served, gate: str, tags: list[str], *, already_in: int = 0) -> list[grpc.Future]:
     """Start one held call per tag and return once all of them are inside the server (the version's
     in-flight gauge, which counts only calls the front end let in). With the instance free, the first one
@@ -197,6 +207,9 @@ def test_over_the_limit_inference_is_refused_at_once_and_health_still_answers(se
     finally:
         (served.folder / "open-refusal").touch()
         client.close()
+
+    # The server's own cost of each refusal is in the histogram (one per refused call).
+    assert rejection_count(served.server, "grpc") >= 1 + 2 * WORKER_THREADS
 
     # (c) Released, every held call succeeds, and a new inference call is admitted again.
     assert all(saw_the_gate(future) for future in held)
@@ -296,8 +309,9 @@ class _Details(NamedTuple):
     invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
-def _limit(places: int = 2) -> InferenceCallLimit:
-    return InferenceCallLimit(GrpcSettings(worker_threads=places + 1, reserved_threads=1, retry_pushback_ms=250))
+def _limit(places: int = 2, observe: Callable[[float], None] | None = None) -> InferenceCallLimit:
+    settings = GrpcSettings(worker_threads=places + 1, reserved_threads=1, retry_pushback_ms=250)
+    return InferenceCallLimit(settings, observe)
 
 
 def _intercepted(limit: InferenceCallLimit, method: str, handler: grpc.RpcMethodHandler) -> Any:
@@ -312,7 +326,8 @@ def test_unit_every_other_method_passes_through_untouched() -> None:
 
 
 def test_unit_inference_calls_are_counted_and_the_one_over_the_limit_is_refused() -> None:
-    limit = _limit(places=2)
+    costs: list[float] = []
+    limit = _limit(places=2, observe=costs.append)
     seen: list[int] = []
     refused: list[FakeContext] = []
 
@@ -339,6 +354,7 @@ def test_unit_inference_calls_are_counted_and_the_one_over_the_limit_is_refused(
     assert refused[0].code is grpc.StatusCode.UNAVAILABLE
     assert "grpc.worker_threads=3 minus grpc.reserved_threads=1" in refused[0].details
     assert refused[0].trailing_metadata == ((RETRY_PUSHBACK_KEY, "250"),)
+    assert len(costs) == 1 and costs[0] >= 0, "the refusal's cost is observed once, the admitted calls' never"
 
 
 def test_unit_a_failing_or_aborted_call_gives_its_place_back() -> None:

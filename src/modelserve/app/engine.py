@@ -73,6 +73,7 @@ class Engine:
             scheduling=SchedulingDefaults(
                 max_queue_size=settings.scheduling.max_queue_size,
                 batch_policy=settings.scheduling.batch_policy.value,
+                max_queue_time_ns=settings.scheduling.max_queue_time_ms * 1_000_000,
             ),
             load_concurrency=repository.load_threads,
             clock=self.clock,

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import Iterator
 
@@ -22,16 +23,38 @@ import uvicorn
 from modelserve import __version__
 from modelserve.app.engine import Engine
 from modelserve.config import Settings, SettingsError
+from modelserve.observability.metrics import ServerMetrics
 from modelserve.repository.release import limit_malloc_arenas
 from modelserve.transport.grpc.admission import InferenceCallLimit
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
+from modelserve.transport.http.connections import ConnectionLimits, guarded_protocol
 from modelserve.transport.http.dashboard_assets import DashboardAssets
 from modelserve.transport.http.metrics_app import MetricsApp
 
 __all__ = ["Server", "run"]
 
 log = logging.getLogger("modelserve")
+
+
+# Descriptors the process needs beside REST connections: gRPC connections, model files, worker pipes, logs.
+_FILES_BESIDE_CONNECTIONS = 2048
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    """Raise the soft open-file limit towards ``wanted`` (never past the hard limit), so
+    ``http.max_connections`` is what caps connections rather than EMFILE in the accept loop."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning(
+            "the open-file limit (%d) is below http.max_connections + %d; connections past it fail to be "
+            "accepted: raise the limit (ulimit -n) or lower http.max_connections",
+            hard,
+            _FILES_BESIDE_CONNECTIONS,
+        )
 
 
 class _UvicornServer(uvicorn.Server):
@@ -52,18 +75,29 @@ class Server:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def _listener(self, app: HttpApp | MetricsApp, port: int) -> _UvicornServer:
+    def _listener(self, app: HttpApp | MetricsApp, port: int, metrics: ServerMetrics | None) -> _UvicornServer:
+        http = self.settings.http
+        protocol = guarded_protocol(
+            ConnectionLimits(
+                idle_timeout_s=http.idle_timeout_s,
+                header_timeout_s=http.header_timeout_s,
+                body_timeout_s=http.body_timeout_s,
+                min_body_rate=http.min_body_rate,
+                max_connections=http.max_connections,
+            ),
+            metrics.count_closed_connection if metrics is not None else None,
+        )
         return _UvicornServer(
             uvicorn.Config(
                 app,
                 host=self.settings.server.host,
                 port=port,
-                http="httptools",
+                http=protocol,
                 loop="none",
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
-                timeout_keep_alive=30,
+                timeout_keep_alive=int(http.idle_timeout_s) or 1,  # replaced by the protocol's own idle timer
                 server_header=False,
                 date_header=False,
             )
@@ -71,17 +105,21 @@ class Server:
 
     def _grpc_server(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> grpc.Server | None:
         settings = self.settings
+        observe_rejection = engine.metrics.rejection_observer("grpc") if settings.metrics.enabled else None
         server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=settings.grpc.worker_threads, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 2**31 - 1),
                 ("grpc.so_reuseport", 0),
+                # A connection that has not finished its HTTP/2 preface and settings by then is closed (a
+                # stalled client holds no slot past it), like REST's header deadline.
+                ("grpc.server_handshake_timeout_ms", int(settings.http.header_timeout_s * 1000)),
             ],
             maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
             # Inference may hold at most worker_threads - reserved_threads of the pool: health, readiness
             # and metadata calls always find a thread (transport/grpc/admission.py).
-            interceptors=[InferenceCallLimit(settings.grpc)],
+            interceptors=[InferenceCallLimit(settings.grpc, observe_rejection)],
         )
         servicer = InferenceServicer(
             engine.dataplane,
@@ -90,6 +128,8 @@ class Server:
             clock=engine.clock,
             context_headers=frozenset(settings.server.context_headers),
             max_stream_inflight=settings.grpc.max_stream_inflight,
+            retry_pushback_ms=settings.grpc.retry_pushback_ms,
+            observe_rejection=observe_rejection,
         )
         add_to_server(servicer, server)
         address = f"{settings.server.host}:{settings.grpc.port}"
@@ -101,6 +141,7 @@ class Server:
     async def run(self) -> int:
         settings = self.settings
         limit_malloc_arenas()
+        raise_open_file_limit(settings.http.max_connections + _FILES_BESIDE_CONNECTIONS)
         engine = Engine(settings)
         try:
             await engine.start()  # loading runs behind the listeners: live at once, ready when loaded
@@ -118,18 +159,19 @@ class Server:
                 return 2
             http_server = None
             if settings.http.enabled:
+                http_app_metrics = engine.metrics if settings.metrics.enabled else None
                 http_app = HttpApp(
                     engine.dataplane,
                     settings.limits,
-                    engine.metrics if settings.metrics.enabled else None,
+                    http_app_metrics,
                     engine.operations,
                     DashboardAssets.load() if settings.dashboard.enabled else None,
                     context_headers=frozenset(settings.server.context_headers),
                 )
-                http_server = self._listener(http_app, settings.http.port)
+                http_server = self._listener(http_app, settings.http.port, http_app_metrics)
             metrics_server = None
             if settings.metrics.port is not None:
-                metrics_server = self._listener(MetricsApp(engine.metrics), settings.metrics.port)
+                metrics_server = self._listener(MetricsApp(engine.metrics), settings.metrics.port, engine.metrics)
             async with asyncio.TaskGroup() as group:
                 if grpc_server is not None:
                     grpc_server.start()

@@ -20,16 +20,37 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from modelserve.observability.drift import DriftMonitor
 from modelserve.observability.prediction_log import PredictionLog
-from modelserve.observability.statistics import FAILURE_CAUSES, Histogram, ModelVersionStatistics
+from modelserve.observability.statistics import FAILURE_CAUSES, ModelVersionStatistics
+from modelserve.observability.statistics import Histogram as LatencyHistogram
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics", "VersionMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "REJECTION_BUCKETS_S", "ServerMetrics", "VersionMetrics"]
+
+# A rejection should cost microseconds, so the buckets start far below the latency ones: 5 us to 1 s.
+REJECTION_BUCKETS_S = (
+    0.000005,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 _FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
@@ -45,7 +66,10 @@ class VersionMetrics:
     in_flight: int = 0
 
 
-def _histogram(name: str, documentation: str, rows: list[tuple[list[str], Histogram]]) -> HistogramMetricFamily:
+_Pick = Callable[[ModelVersionStatistics], LatencyHistogram]
+
+
+def _histogram(name: str, documentation: str, rows: list[tuple[list[str], LatencyHistogram]]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=["model", "version"])
     for labels, histogram in rows:
         family.add_metric(labels, histogram.cumulative(), histogram.total)
@@ -150,7 +174,7 @@ class _ModelCollector(Collector):
                 failures.add_metric([*key, cause], by_cause.get(cause, 0))
         yield from (pending, load, memory, warmup, in_flight, failures)
 
-        def rows(pick: Callable[[ModelVersionStatistics], Histogram]) -> list[tuple[list[str], Histogram]]:
+        def rows(pick: _Pick) -> list[tuple[list[str], LatencyHistogram]]:
             return [([v.statistics.name, v.statistics.version], pick(v.statistics)) for v in versions]
 
         yield _histogram(
@@ -339,8 +363,32 @@ class ServerMetrics:
         )
         for outcome in ("sent", "failed"):
             self.alert_notifications.labels(outcome=outcome)  # both series read 0 before the first alert
+        # The server's own cost of an overload refusal (503 / UNAVAILABLE), from the request reaching the
+        # transport's handler to the refusal being handed back: the number that says shedding is cheap.
+        self.rejection_seconds = Histogram(
+            "modelserve_rejection_duration_seconds",
+            "Server time spent refusing a request for overload (503 / UNAVAILABLE), by transport.",
+            ["transport"],
+            buckets=REJECTION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "modelserve_http_connections_closed",
+            "REST connections closed by a guard: idle_timeout, header_timeout, body_timeout (408), over_capacity.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for transport in ("http", "grpc"):
+            self.rejection_seconds.labels(transport=transport)
         self.registry.register(_HostCollector())
         self._source: Callable[[], list[VersionMetrics]] | None = None
+
+    def rejection_observer(self, transport: str) -> Callable[[float], None]:
+        """``observe(seconds)`` for one transport's refusals (the labelled child, looked up once)."""
+        return self.rejection_seconds.labels(transport=transport).observe
+
+    def count_closed_connection(self, reason: str) -> None:
+        self.connections_closed.labels(reason=reason).inc()
 
     def watch_models(self, source: Callable[[], list[VersionMetrics]]) -> None:
         """Export per-version metrics read from ``source`` at every scrape (called once, at start-up)."""

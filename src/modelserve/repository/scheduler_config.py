@@ -41,12 +41,14 @@ BATCH_POLICIES = ("adaptive", "triton")
 class SchedulingDefaults:
     max_queue_size: int
     batch_policy: str = "adaptive"
+    max_queue_time_ns: int = 0
 
 
 def _level_policy(raw: Any, defaults: SchedulingDefaults) -> LevelPolicy:
     # Triton's enum: REJECT = 0, DELAY = 1.
     return LevelPolicy(
         max_queue_size=int(raw.max_queue_size) if raw.max_queue_size > 0 else defaults.max_queue_size,
+        max_queue_time_ns=defaults.max_queue_time_ns,
         default_timeout_us=int(raw.default_timeout_microseconds),
         delay_on_timeout=int(raw.timeout_action) == 1,
         allow_timeout_override=bool(raw.allow_timeout_override),
@@ -105,6 +107,7 @@ def build_scheduler(
             runtimes=runtimes,
             statistics=statistics,
             max_queue_size=defaults.max_queue_size,
+            max_queue_time_ns=defaults.max_queue_time_ns,
             clock=clock,
         )
     batching = config.dynamic_batching

@@ -144,7 +144,7 @@ class DynamicBatchScheduler:
         with self._lock:
             if self._idle:
                 return None  # an idle instance: a new request would not wait at all
-        return self._queues.refusal()
+        return self._queues.refusal(self._clock.now_ns())
 
     async def drain(self, timeout_s: float) -> bool:
         return await self._admission.drain(timeout_s)

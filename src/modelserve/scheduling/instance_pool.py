@@ -6,8 +6,9 @@ its own). The pool is therefore thread-safe: one lock, and waiters are ``concurr
 objects that either driver can wait on (``core/steps.py``).
 
 A caller takes a free instance at once, or waits in FIFO order while fewer than ``max_waiting`` others
-wait; past that it is refused at once (a full queue never blocks). A waiter that is cancelled (client
-gone) leaves the queue without consuming an instance.
+wait and the oldest waiter has waited no longer than ``max_wait_ns`` (``scheduling.max_queue_time_ms``:
+a new caller would wait at least as long); past either it is refused at once (a full queue never blocks).
+A waiter that is cancelled (client gone) leaves the queue without consuming an instance.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import threading
 from collections import deque
 from typing import Generic, TypeVar
 
+from modelserve.core.clock import Clock, MonotonicClock
 from modelserve.core.errors import QueueError
+from modelserve.scheduling.request_queue import queue_time_error
 
 __all__ = ["InstancePool"]
 
@@ -25,11 +28,23 @@ T = TypeVar("T")
 
 
 class InstancePool(Generic[T]):
-    def __init__(self, instances: list[T], max_waiting: int, *, owner: str) -> None:
+    def __init__(
+        self,
+        instances: list[T],
+        max_waiting: int,
+        *,
+        owner: str,
+        clock: Clock | None = None,
+        max_wait_ns: int = 0,
+    ) -> None:
         self._free: deque[T] = deque(instances)
         self._size = len(instances)
         self._waiters: deque[concurrent.futures.Future[T]] = deque()
+        # When each waiter joined, in the same order (the head's age is the queue's current wait).
+        self._joined_ns: deque[int] = deque()
         self._max_waiting = max_waiting
+        self._max_wait_ns = max_wait_ns
+        self._clock = clock or MonotonicClock()
         self._owner = owner
         self._lock = threading.Lock()
 
@@ -47,18 +62,30 @@ class InstancePool(Generic[T]):
         with self._lock:
             if self._free and not self._waiters:
                 return self._free.popleft()
-            if len(self._waiters) >= self._max_waiting:
-                raise self._full()
+            now_ns = self._clock.now_ns()
+            refused = self._refusal(now_ns)
+            if refused is not None:
+                raise refused
             waiter: concurrent.futures.Future[T] = concurrent.futures.Future()
             self._waiters.append(waiter)
+            self._joined_ns.append(now_ns)
             return waiter
 
     def refusal(self) -> QueueError | None:
         """The error :meth:`take` would raise now, without taking anything (a snapshot: the next ``take``
         decides again). For refusing a request before its body is read."""
         with self._lock:
-            if not self._free and len(self._waiters) >= self._max_waiting:
-                return self._full()
+            if self._free and not self._waiters:
+                return None
+            return self._refusal(self._clock.now_ns())
+
+    def _refusal(self, now_ns: int) -> QueueError | None:
+        if len(self._waiters) >= self._max_waiting:
+            return self._full()
+        if self._max_wait_ns and self._joined_ns:
+            waited_ns = now_ns - self._joined_ns[0]
+            if waited_ns > self._max_wait_ns:
+                return queue_time_error(self._owner, waited_ns, self._max_wait_ns)
         return None
 
     def _full(self) -> QueueError:
@@ -73,10 +100,12 @@ class InstancePool(Generic[T]):
         """The waiter's caller gave up for good: it leaves the queue, or, if it was handed an instance
         meanwhile, the instance goes to the next waiter."""
         with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-                waiter.cancel()
-                return
+            for position, queued in enumerate(self._waiters):
+                if queued is waiter:
+                    del self._waiters[position]
+                    del self._joined_ns[position]
+                    waiter.cancel()
+                    return
         if waiter.done() and not waiter.cancelled():
             self.release(waiter.result())
 
@@ -84,6 +113,7 @@ class InstancePool(Generic[T]):
         with self._lock:
             while self._waiters:
                 waiter = self._waiters.popleft()
+                self._joined_ns.popleft()
                 if waiter.set_running_or_notify_cancel():
                     waiter.set_result(instance)
                     return

@@ -8,6 +8,8 @@ Triton's names and semantics (``dynamic_batching.priority_levels``, ``default_pr
   number of levels is refused (400) rather than silently changed.
 - ``max_queue_size`` bounds each level; a full level refuses at once (503 + Retry-After). Triton's 0
   ("unbounded") becomes the server's ``scheduling.max_queue_size``: no queue here is unbounded.
+- ``max_queue_time_ns`` (``scheduling.max_queue_time_ms``) bounds it by time too: while the level's oldest
+  request has waited longer, a new one is refused at once (it would wait at least as long, FIFO).
 - ``default_timeout_microseconds`` gives every request of the level a deadline; a request's own
   ``timeout`` parameter may shorten it only if ``allow_timeout_override`` (never lengthen it).
 - At the deadline, ``REJECT`` answers DEADLINE_EXCEEDED; ``DELAY`` moves the request behind the requests
@@ -30,12 +32,13 @@ import numpy as np
 from modelserve.core.errors import ErrorCode, QueueError, ValidationError
 from modelserve.core.inference import InferRequest
 
-__all__ = ["LevelPolicy", "PriorityQueues", "QueueEntry"]
+__all__ = ["LevelPolicy", "PriorityQueues", "QueueEntry", "deadline_error", "queue_time_error"]
 
 
 @dataclass(frozen=True, slots=True)
 class LevelPolicy:
     max_queue_size: int
+    max_queue_time_ns: int = 0
     default_timeout_us: int = 0
     delay_on_timeout: bool = False
     allow_timeout_override: bool = False
@@ -93,23 +96,31 @@ class PriorityQueues:
 
     def push(self, entry: QueueEntry) -> None:
         """Queue ``entry`` at the back of its level. Raises :class:`QueueError` when the level is full."""
-        refused = self.refusal(entry.level)
+        refused = self.refusal(entry.enqueued_ns, entry.level)
         if refused is not None:
             raise refused
         self._queues[entry.level].append(entry)
 
-    def refusal(self, level: int | None = None) -> QueueError | None:
-        """The error :meth:`push` would raise now for a request of ``level`` (None: the default level)."""
+    def refusal(self, now_ns: int, level: int | None = None) -> QueueError | None:
+        """The error :meth:`push` would raise at ``now_ns`` for a request of ``level`` (None: the default
+        level). Also read from other threads as a snapshot (refusing before a body is read)."""
         level = self._default_level if level is None else level
-        limit = self._policies[level].max_queue_size
-        if len(self._queues[level]) < limit:
-            return None
-        return QueueError(
-            f"{self._owner}: queue for priority level {level} is full ({limit} requests waiting; "
-            "dynamic_batching queue policy max_queue_size, or scheduling.max_queue_size when unset); "
-            "retry later",
-            retry_after_s=1,
-        )
+        policy, queue = self._policies[level], self._queues[level]
+        if len(queue) >= policy.max_queue_size:
+            return QueueError(
+                f"{self._owner}: queue for priority level {level} is full ({policy.max_queue_size} requests "
+                "waiting; dynamic_batching queue policy max_queue_size, or scheduling.max_queue_size when unset); "
+                "retry later",
+                retry_after_s=1,
+            )
+        if policy.max_queue_time_ns and queue:
+            try:
+                waited_ns = now_ns - queue[0].enqueued_ns
+            except IndexError:  # emptied by the loop since the check above (a snapshot from another thread)
+                return None
+            if waited_ns > policy.max_queue_time_ns:
+                return queue_time_error(self._owner, waited_ns, policy.max_queue_time_ns)
+        return None
 
     def ordered(self) -> list[QueueEntry]:
         """Every queued entry in service order: level 1 first; within a level FIFO, then its delayed ones."""
@@ -162,6 +173,15 @@ class PriorityQueues:
         for level in self._queues:
             yield from self._queues[level]
             yield from self._delayed[level]
+
+
+def queue_time_error(owner: str, waited_ns: int, limit_ns: int) -> QueueError:
+    return QueueError(
+        f"{owner}: the queue is backed up (its oldest request has waited {waited_ns // 1_000_000} ms, over "
+        f"scheduling.max_queue_time_ms={limit_ns // 1_000_000}); retry later, add instances (instance_group "
+        "count) or raise the limit",
+        retry_after_s=1,
+    )
 
 
 def deadline_error(owner: str, entry: QueueEntry, now_ns: int) -> QueueError:

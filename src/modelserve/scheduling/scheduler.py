@@ -100,11 +100,14 @@ class DirectScheduler:
         statistics: ModelVersionStatistics,
         max_queue_size: int,
         clock: Clock,
+        max_queue_time_ns: int = 0,
     ) -> None:
         self._signature = signature
         self._owner = f"model '{signature.name}' version {version}"
         self._runtimes = runtimes
-        self._pool: InstancePool[Runtime] = InstancePool(list(runtimes), max_queue_size, owner=self._owner)
+        self._pool: InstancePool[Runtime] = InstancePool(
+            list(runtimes), max_queue_size, owner=self._owner, clock=clock, max_wait_ns=max_queue_time_ns
+        )
         self._stats = statistics
         self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(

@@ -28,6 +28,7 @@ UNKNOWN), but it holds it for microseconds, on a thread inference cannot take.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -54,7 +55,8 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
     method passes through untouched: its handler is returned as it is.
     """
 
-    def __init__(self, settings: GrpcSettings) -> None:
+    def __init__(self, settings: GrpcSettings, observe_rejection: Callable[[float], None] | None = None) -> None:
+        self._observe_rejection = observe_rejection
         self._limit = settings.worker_threads - settings.reserved_threads
         self._message = (
             f"the gRPC front end is at its inference call limit (grpc.worker_threads={settings.worker_threads} "
@@ -107,7 +109,7 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream), **serializers)
         return grpc.stream_stream_rpc_method_handler(self._streaming(handler.stream_stream), **serializers)
 
-    def _enter(self, context: grpc.ServicerContext) -> None:
+    def _enter(self, context: grpc.ServicerContext, started: float) -> None:
         """Take a place, or answer the call UNAVAILABLE with the pushback (``abort`` raises)."""
         with self._lock:
             admitted = self._in_flight < self._limit
@@ -115,6 +117,8 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
                 self._in_flight += 1
         if not admitted:
             context.set_trailing_metadata(self._pushback)
+            if self._observe_rejection is not None:
+                self._observe_rejection(time.perf_counter() - started)
             context.abort(grpc.StatusCode.UNAVAILABLE, self._message)
 
     def _leave(self) -> None:
@@ -123,7 +127,7 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _unary(self, behaviour: Behaviour) -> Behaviour:
         def bounded(request: Any, context: grpc.ServicerContext) -> Any:
-            self._enter(context)
+            self._enter(context, time.perf_counter())
             try:
                 return behaviour(request, context)
             finally:
@@ -135,7 +139,7 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         def bounded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # A generator: the place is taken on the first next(), on the call's pool thread, so a
             # generator grpcio never starts never takes one.
-            self._enter(context)
+            self._enter(context, time.perf_counter())
             release = _ReleaseOnce(self._leave)
             # The finally below runs when grpcio finishes or drops the iterator; the callback covers a call
             # that ends (cancelled, deadline) while the iterator is parked, whichever comes first.

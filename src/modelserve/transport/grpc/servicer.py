@@ -19,7 +19,8 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -41,6 +42,7 @@ from modelserve.protocol.grpc_codec import (
 )
 from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dataplane import DataPlane
+from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY
 from modelserve.transport.grpc.errors import GRPC_STATUS
 
 __all__ = ["InferenceServicer", "add_to_server"]
@@ -67,7 +69,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         clock: Clock,
         context_headers: frozenset[str] = frozenset(),
         max_stream_inflight: int = 64,
+        retry_pushback_ms: int = 100,
+        observe_rejection: Callable[[float], None] | None = None,
     ) -> None:
+        self._pushback = ((RETRY_PUSHBACK_KEY, str(retry_pushback_ms)),)
+        self._observe_rejection = observe_rejection
         self._api = api
         self._limits = limits
         self._loop = loop
@@ -162,6 +168,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return decode_infer_tensors(header)
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
+        started = time.perf_counter()
         cancel = CancelToken()
         context.add_callback(cancel.cancel)  # fires when the call ends: cancelled, deadline, or answered
         try:
@@ -170,11 +177,20 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             result = self._api.infer_blocking(decoded, request_context, self._loop, cancel)
             return encode_infer_response(result)
         except ModelServeError as exc:
+            if exc.retry_after_s:
+                self._refused(context, started)
             context.abort(GRPC_STATUS[exc.code], exc.message)
         except Exception:
             log.exception("unexpected error in gRPC ModelInfer")
             context.abort(grpc.StatusCode.INTERNAL, "internal server error; the server log has the details")
         raise AssertionError("unreachable: abort raises")
+
+    def _refused(self, context: Any, started: float) -> None:
+        """An overload refusal (a queue or the in-flight limit is full): gRPC's retry hint, as the front door's
+        refusals carry it (REST sends Retry-After), and its cost."""
+        context.set_trailing_metadata(self._pushback)
+        if self._observe_rejection is not None:
+            self._observe_rejection(time.perf_counter() - started)
 
     def ModelStreamInfer(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
         """Requests run concurrently and are answered as they complete; a failed request gets

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -147,6 +148,7 @@ class HttpApp:
         self._api = api
         self._wanted_headers = frozenset(name.encode("latin-1") for name in context_headers | {REQUEST_ID_HEADER})
         self._metrics = metrics
+        self._observe_rejection = metrics.rejection_observer("http") if metrics is not None else None
         self._operations = operations
         self._dashboard = dashboard
         self._limits = limits
@@ -201,6 +203,7 @@ class HttpApp:
         # "lifespan" scope (or "websocket") is returned from at once: nothing here needs one.
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         try:
             await self._dispatch(scope, receive, send)
         except _HttpError as exc:
@@ -210,6 +213,8 @@ class HttpApp:
             if exc.code is ErrorCode.UNSUPPORTED and "Content-Encoding" in exc.message:
                 extra = [(b"accept-encoding", b"gzip, deflate")]
             await _send_error(send, HTTP_STATUS[exc.code], exc.message, extra)
+            if exc.code is ErrorCode.UNAVAILABLE and self._observe_rejection is not None:
+                self._observe_rejection(time.perf_counter() - started)
         except ClientDisconnected:
             return
         except Exception:

@@ -1,0 +1,176 @@
+"""The REST listener's connections: deadlines for slow and stalled clients, and a cap on how many are open.
+
+uvicorn closes a keep-alive connection that stays idle after a response, and nothing else: a connection
+that never sends a byte, or trickles its header or body a byte at a time (slowloris), or announces a
+``Content-Length`` it never completes, is held forever, each with a file descriptor. This protocol is
+uvicorn's httptools protocol with four guards added, each a setting in ``http.*``:
+
+- ``idle_timeout_s``: a connection with no request in progress (just opened, or between requests) is closed
+  after this long. Only the start of a request ends the idle state, so bytes that are not a request (blank
+  lines) do not keep it open.
+- ``header_timeout_s``: from a request's first byte until its headers are complete. Past it the client gets
+  408 and the connection closes.
+- ``body_timeout_s`` + ``min_body_rate``: a body must arrive at the floor rate after a grace period: by
+  ``t0 + body_timeout_s + received / min_body_rate``, where ``t0`` is when the headers completed. A body
+  that stalls (or a ``Content-Length`` never completed) is answered 408 if no response has started,
+  and closed. A body that arrives in the same read as its headers (almost every request) arms no timer.
+- ``max_connections``: a connection over the cap is answered 503 with ``Retry-After`` and closed at once,
+  before anything is read from it.
+
+Timers are the loop's ``call_later`` handles, one per connection at a time, cancelled as soon as the
+state they guard ends; the hot path (a request whose header and body arrive in one read) costs one
+``call_later``/``cancel`` pair for the idle timer between requests, as uvicorn's own keep-alive does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["ConnectionLimits", "guarded_protocol"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    idle_timeout_s: float
+    header_timeout_s: float
+    body_timeout_s: float
+    min_body_rate: int  # bytes per second
+    max_connections: int
+
+
+def _response(status: bytes, message: bytes, extra: bytes = b"") -> bytes:
+    body = b'{"error":"' + message + b'"}'
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n%scontent-length: %d\r\n\r\n"
+    return head % (status, extra, len(body)) + body
+
+
+_HEADER_TIMEOUT = _response(
+    b"408 Request Timeout",
+    b"the request headers did not arrive within http.header_timeout_s; send the whole header at once",
+)
+_BODY_TIMEOUT = _response(
+    b"408 Request Timeout",
+    b"the request body arrived too slowly (http.body_timeout_s, http.min_body_rate) or never completed its "
+    b"Content-Length; send the whole body without pauses",
+)
+_OVER_CAPACITY = _response(
+    b"503 Service Unavailable",
+    b"the server is at its open-connection limit (http.max_connections); retry later or reuse a connection",
+    b"retry-after: 1\r\n",
+)
+
+# Why a connection was closed by a guard: the label of the metric counting them.
+CLOSE_REASONS = ("idle_timeout", "header_timeout", "body_timeout", "over_capacity")
+
+
+def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol class with ``limits`` applied (``uvicorn.Config(http=...)`` takes a
+    class). ``on_close(reason)`` is told of each connection a guard closed (one of :data:`CLOSE_REASONS`)."""
+
+    def closed(reason: str) -> None:
+        if on_close is not None:
+            on_close(reason)
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+        _body_started: float = 0.0
+        _body_received: int = 0
+        _body_pending: bool = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                transport.write(_OVER_CAPACITY)
+                transport.close()
+                closed("over_capacity")
+                return
+            self._arm(limits.idle_timeout_s, self._idle_expired)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # The body's timer is armed only when a read ends with the body still incomplete.
+            if self._body_pending and self._timer is None and not self.transport.is_closing():
+                self._arm_body_deadline()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm(limits.header_timeout_s, self._headers_expired)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+            self._body_pending = True
+            self._body_received = 0
+            self._body_started = self.loop.time()
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._body_received += len(body)
+            if self._timer is not None:  # moved on: the deadline follows what has arrived
+                self._arm_body_deadline()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._body_pending = False
+            cycle: Any = self.cycle
+            if cycle is not None and cycle.response_complete:  # answered early, the body came after
+                self._arm(limits.idle_timeout_s, self._idle_expired)
+            else:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # uvicorn arms its keep-alive timer when no pipelined request follows; ours replaces it, because
+            # uvicorn's is cancelled by any byte received, ours only by the start of a request.
+            if self.timeout_keep_alive_task is not None:
+                self._unset_keepalive_if_required()
+                if not self._body_pending:  # else the body's deadline still runs, then the idle one
+                    self._arm(limits.idle_timeout_s, self._idle_expired)
+
+        # -- timers ---------------------------------------------------------------------------------
+
+        def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(delay_s, callback)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _arm_body_deadline(self) -> None:
+            deadline = self._body_started + limits.body_timeout_s + self._body_received / limits.min_body_rate
+            self._arm(max(0.0, deadline - self.loop.time()), self._body_expired)
+
+        def _close(self, answer: bytes | None, reason: str) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if answer is not None:
+                self.transport.write(answer)
+            self.transport.close()
+            closed(reason)
+
+        def _idle_expired(self) -> None:
+            self._close(None, "idle_timeout")
+
+        def _headers_expired(self) -> None:
+            self._close(_HEADER_TIMEOUT, "header_timeout")
+
+        def _body_expired(self) -> None:
+            cycle: Any = self.cycle
+            # An early answer (a refusal sent before the body was read) may already be out: then only close.
+            answered = cycle is not None and (cycle.response_started or cycle.response_complete)
+            self._close(None if answered else _BODY_TIMEOUT, "body_timeout")
+
+    return GuardedHttpToolsProtocol
