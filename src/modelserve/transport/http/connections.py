@@ -17,9 +17,10 @@ uvicorn's httptools protocol with four guards added, each a setting in ``http.*`
 - ``max_connections``: a connection over the cap is answered 503 with ``Retry-After`` and closed at once,
   before anything is read from it.
 
-Timers are the loop's ``call_later`` handles, one per connection at a time, cancelled as soon as the
-state they guard ends; the hot path (a request whose header and body arrive in one read) costs one
-``call_later``/``cancel`` pair for the idle timer between requests, as uvicorn's own keep-alive does.
+Timers are the loop's ``call_later`` handles, one per connection at a time, armed only when a read leaves
+a connection waiting (idle, inside a header, inside a body) and cancelled as soon as that ends. Between
+requests uvicorn's own keep-alive timer is the idle one. A request that arrives whole in one read arms
+nothing: the guards cost it a few attribute checks (``bench/connection_guard_cost.py`` measures it).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
+        _in_headers: bool = False
+        _body_pending: bool = False
         _body_started: float = 0.0
         _body_received: int = 0
-        _body_pending: bool = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -97,44 +99,44 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            # The body's timer is armed only when a read ends with the body still incomplete.
-            if self._body_pending and self._timer is None and not self.transport.is_closing():
+            # The guards look at where a read left the connection, so a request that arrives whole in one
+            # read (nearly all of them) arms nothing: it is being served, and uvicorn's keep-alive timer
+            # takes over when its response is out.
+            if self.transport.is_closing():
+                return
+            if self._in_headers:
+                if self._timer is None:  # from the read its first byte came in; later reads do not extend it
+                    self._arm(limits.header_timeout_s, self._headers_expired)
+            elif self._body_pending:
+                # Counted per read, not per parser callback (one frame less a request); the first read's header
+                # bytes count too, which errs towards the client by a header's size.
+                self._body_received += len(data)
                 self._arm_body_deadline()
+            elif self._timer is None and self.timeout_keep_alive_task is None and self._between_requests():
+                # Bytes that started no request (blank lines) cancelled uvicorn's keep-alive timer.
+                self._arm(limits.idle_timeout_s, self._idle_expired)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm(limits.header_timeout_s, self._headers_expired)
+            self._in_headers = True
+            self._disarm()  # no longer idle
 
         def on_headers_complete(self) -> None:
+            self._in_headers = False
             self._disarm()
             super().on_headers_complete()
             self._body_pending = True
             self._body_received = 0
             self._body_started = self.loop.time()
 
-        def on_body(self, body: bytes) -> None:
-            super().on_body(body)
-            self._body_received += len(body)
-            if self._timer is not None:  # moved on: the deadline follows what has arrived
-                self._arm_body_deadline()
-
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._body_pending = False
-            cycle: Any = self.cycle
-            if cycle is not None and cycle.response_complete:  # answered early, the body came after
-                self._arm(limits.idle_timeout_s, self._idle_expired)
-            else:
-                self._disarm()
+            self._disarm()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # uvicorn arms its keep-alive timer when no pipelined request follows; ours replaces it, because
-            # uvicorn's is cancelled by any byte received, ours only by the start of a request.
-            if self.timeout_keep_alive_task is not None:
-                self._unset_keepalive_if_required()
-                if not self._body_pending:  # else the body's deadline still runs, then the idle one
-                    self._arm(limits.idle_timeout_s, self._idle_expired)
+        def _between_requests(self) -> bool:
+            cycle: Any = self.cycle
+            return (cycle is None or cycle.response_complete) and not self.pipeline
 
         # -- timers ---------------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
                 self._timer = None
 
         def _arm_body_deadline(self) -> None:
+            # The deadline follows what has arrived: a body that keeps up the floor rate is never cut.
             deadline = self._body_started + limits.body_timeout_s + self._body_received / limits.min_body_rate
             self._arm(max(0.0, deadline - self.loop.time()), self._body_expired)
 
