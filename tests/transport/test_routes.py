@@ -48,6 +48,7 @@ CASES = [
     ("GET", "/v2/health/live", "server_live", {}, Scope.HEALTH),
     ("GET", "/v2/health/ready", "server_ready", {}, Scope.HEALTH),
     ("GET", "/v2", "server_metadata", {}, Scope.METADATA),
+    ("GET", "/v2/openapi.json", "openapi", {}, Scope.METADATA),
     ("POST", "/v2/models/iris/infer", "model_infer", {"model": "iris", "version": ""}, Scope.INFERENCE),
     ("POST", "/v2/models/iris/versions/2/infer", "model_infer", {"model": "iris", "version": "2"}, Scope.INFERENCE),
     ("GET", "/v2/models/iris/ready", "model_ready", {"model": "iris", "version": ""}, Scope.HEALTH),

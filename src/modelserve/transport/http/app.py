@@ -13,14 +13,17 @@ Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+import yaml
 
 from modelserve.config import LimitSettings
 from modelserve.core.context import MAX_HEADER_VALUE_CHARS, REQUEST_ID_HEADER, RequestContext
@@ -101,6 +104,14 @@ async def _send_error(send: Send, status: int, message: str, extra: list[tuple[b
     await _send(send, status, orjson.dumps({"error": message}), extra=extra)
 
 
+@functools.cache
+def _openapi_json() -> bytes:
+    """``openapi.yaml`` (package data beside this module) as JSON bytes: read and converted once, on first use
+    (blocking: call it off the event loop). Thread-safe: at worst two first calls both convert it."""
+    text = (resources.files("modelserve.transport.http") / "openapi.yaml").read_text(encoding="utf-8")
+    return orjson.dumps(yaml.safe_load(text))
+
+
 def _pick_encoding(accept: bytes | None) -> str | None:
     if not accept:
         return None
@@ -162,6 +173,7 @@ class HttpApp:
             "server_live": self._server_live,
             "server_ready": self._server_ready,
             "server_metadata": self._server_metadata,
+            "openapi": self._openapi,
             "model_infer": self._model_infer,
             "model_ready": self._model_ready,
             "model_statistics": self._model_statistics,
@@ -271,6 +283,10 @@ class HttpApp:
 
     async def _server_metadata(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         await _send_json(send, self._api.server_metadata())
+
+    async def _openapi(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # Read on first use, not in __init__ (constructors load no files), in a thread: the YAML parse takes ~50 ms.
+        await _send(send, 200, await asyncio.to_thread(_openapi_json))
 
     async def _model_metadata(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         metadata = await self._api.model_metadata(params["model"], params["version"])

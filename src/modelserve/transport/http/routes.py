@@ -11,6 +11,7 @@ optional part, so Triton's ``[/versions/{version}]`` is written once instead of 
 GET      /v2/health/live                                      health            200, or 503 when not live
 GET      /v2/health/ready                                     health            200, or 503 when not ready
 GET      /v2                                                  metadata          server metadata
+GET      /v2/openapi.json                                     metadata          this API's OpenAPI document
 POST     /v2/models/{model}[/versions/{version}]/infer        inference         inference, JSON or binary tensors
 GET      /v2/models/{model}[/versions/{version}]/ready        health            200, 503 not ready, 404 unknown
 GET      /v2/models[/{model}[/versions/{version}]]/stats      statistics        statistics extension (all models)
@@ -265,6 +266,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/health/live", "server_live", Scope.HEALTH),
     Route("GET", "/v2/health/ready", "server_ready", Scope.HEALTH),
     Route("GET", "/v2", "server_metadata", Scope.METADATA),
+    Route("GET", "/v2/openapi.json", "openapi", Scope.METADATA),
     # Infer first among the POST routes: the alternation tries them in order, and this is the hot path.
     Route("POST", f"/v2/models/{{model}}{_VERSION}/infer", "model_infer", Scope.INFERENCE),
     Route("GET", f"/v2/models/{{model}}{_VERSION}/ready", "model_ready", Scope.HEALTH),
