@@ -169,3 +169,21 @@ def test_batch_sizes_queue_depth_and_versions_that_come_and_go(clock: ManualCloc
     monitor.sample()
     assert [(w.model, w.version) for w in monitor.windows(10)] == [("digits", "1"), ("iris", "2")]
     assert only(monitor.windows(10, model="iris")).requests == 5
+
+
+def test_a_version_reloaded_between_two_samples_counts_from_its_new_statistics(clock: ManualClock) -> None:
+    # Found by schemathesis: unload + load between two samples gave a window of -3 requests.
+    before = ModelVersionStatistics("iris", "1")
+    served = Served(before)
+    monitor = Monitor(served, clock, horizon_s=60)
+    succeed(before, 10)
+    monitor.sample()
+    clock.advance(1)
+    reloaded = ModelVersionStatistics("iris", "1")  # the reload's fresh counters
+    succeed(reloaded, 4, latency_ms=2.0)
+    served.versions = [reloaded]
+    monitor.sample()
+    for seconds in (1, 60):  # the last second spans the reload; the whole horizon too
+        window = only(monitor.windows(seconds))
+        assert window.requests == 4, seconds
+        assert 0 < window.p99_ms <= 2.5

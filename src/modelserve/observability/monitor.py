@@ -107,6 +107,9 @@ class Monitor:
         self._clock = clock
         self._horizon_ns = int(horizon_s * 1e9)
         self._rings: dict[tuple[str, str], deque[_Sample]] = {}
+        # Whose counters each ring holds: a version unloaded and loaded again between two samples comes
+        # back with new statistics counting from zero, and differences across the two would be negative.
+        self._counted: dict[tuple[str, str], ModelVersionStatistics] = {}
 
     def sample(self) -> None:
         now = self._clock.now_ns()
@@ -115,6 +118,9 @@ class Monitor:
             key = (statistics.name, statistics.version)
             seen.add(key)
             ring = self._rings.setdefault(key, deque())
+            if self._counted.get(key) is not statistics:
+                ring.clear()
+                self._counted[key] = statistics
             if not ring:
                 # A version seen for the first time counts from zero: its requests so far are in the window.
                 ring.append(_Sample(now, 0, 0, 0, 0, _EMPTY_LATENCY, _EMPTY_BATCH, 0))
@@ -123,6 +129,7 @@ class Monitor:
                 ring.popleft()
         for key in [k for k in self._rings if k not in seen]:
             del self._rings[key]  # unloaded
+            self._counted.pop(key, None)
 
     def windows(self, seconds: float, model: str | None = None) -> list[VersionWindow]:
         """Each version's numbers over the last ``seconds`` (or as much of it as has been sampled)."""
