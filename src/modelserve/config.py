@@ -96,6 +96,12 @@ class HttpSettings(_Group):
     min_body_rate: int = Field(
         16384, ge=1, description="Slowest body a client may send after the grace period (bytes per second)."
     )
+    max_backlog_ms: int = Field(
+        50,
+        ge=0,
+        description="An inference request read but left waiting for the event loop longer than this (the "
+        "server is behind) is refused at once with 503 + Retry-After, before its body is read; 0 = never.",
+    )
     max_connections: int = Field(
         4096,
         ge=1,

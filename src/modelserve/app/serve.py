@@ -167,6 +167,7 @@ class Server:
                     engine.operations,
                     DashboardAssets.load() if settings.dashboard.enabled else None,
                     context_headers=frozenset(settings.server.context_headers),
+                    max_backlog_ms=settings.http.max_backlog_ms,
                 )
                 http_server = self._listener(http_app, settings.http.port, http_app_metrics)
             metrics_server = None

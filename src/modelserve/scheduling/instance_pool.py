@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from modelserve.core.clock import Clock, MonotonicClock
@@ -96,16 +97,34 @@ class InstancePool(Generic[T]):
             retry_after_s=1,
         )
 
-    def abandon(self, waiter: concurrent.futures.Future[T]) -> None:
-        """The waiter's caller gave up for good: it leaves the queue, or, if it was handed an instance
-        meanwhile, the instance goes to the next waiter."""
+    def withdraw(self, waiter: concurrent.futures.Future[T]) -> bool:
+        """Take ``waiter`` out of the queue and cancel it, if it still waits. False if it was handed an
+        instance already (whoever was told of the grant owns the instance then)."""
         with self._lock:
             for position, queued in enumerate(self._waiters):
                 if queued is waiter:
                     del self._waiters[position]
                     del self._joined_ns[position]
                     waiter.cancel()
-                    return
+                    return True
+        return False
+
+    def fail_waiters(self, make_error: Callable[[], Exception]) -> None:
+        """Fail every queued waiter with an error from ``make_error`` (one each: the version is closing);
+        instances stay where they are."""
+        with self._lock:
+            waiters = list(self._waiters)
+            self._waiters.clear()
+            self._joined_ns.clear()
+        for waiter in waiters:  # outside the lock: their callbacks may take it
+            if waiter.set_running_or_notify_cancel():
+                waiter.set_exception(make_error())
+
+    def abandon(self, waiter: concurrent.futures.Future[T]) -> None:
+        """The waiter's caller gave up for good: it leaves the queue, or, if it was handed an instance
+        meanwhile, the instance goes to the next waiter."""
+        if self.withdraw(waiter):
+            return
         if waiter.done() and not waiter.cancelled():
             self.release(waiter.result())
 

@@ -153,15 +153,15 @@ class DirectScheduler:
         try:
             taken = self._pool.take()
             if isinstance(taken, concurrent.futures.Future):
-                runtime: Runtime = yield WaitFor(taken, partial(self._pool.abandon, taken))
-            else:
-                runtime = taken
-            if admission.is_released:
-                # Released while it waited (an instance is handed on when a call ends, also after close):
-                # hand it on again, so every waiter behind this one hears at once. Checked here, on the
-                # loop, in the same step as the hand-off to the executor, which close shuts down.
-                self._pool.release(runtime)
-                raise admission.unloaded_error(started=False)
+                # Queued: the thread that frees an instance starts this request on the executor itself,
+                # without a turn of the event loop, so the instance never idles while the loop is busy
+                # (under a storm of refusals a loop turn is long, and a hand-off per turn collapsed REST
+                # goodput to a few requests a second). The caller waits only for the result.
+                ran: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
+                taken.add_done_callback(partial(self._start_granted, ran, request, output_names, start))
+                queued_outputs: dict[str, np.ndarray] = yield WaitFor(ran, partial(self._withdraw, taken, ran))
+                return queued_outputs
+            runtime = taken
             queued = clock.now_ns()
             self._stats.record_queue(queued - start)
             outputs: dict[str, np.ndarray] = yield RunBlocking(
@@ -188,6 +188,63 @@ class DirectScheduler:
         finally:
             self._leave(failure, start_ns=start)
 
+    def _start_granted(
+        self,
+        ran: concurrent.futures.Future[dict[str, np.ndarray]],
+        request: InferRequest,
+        output_names: Sequence[str],
+        start_ns: int,
+        granted: concurrent.futures.Future[Runtime],
+    ) -> None:
+        """On the thread that handed ``granted`` an instance: run the request on the executor, unless its
+        caller gave up meanwhile (then the instance goes to the next waiter)."""
+        if granted.cancelled():
+            return  # withdrawn from the queue before an instance came
+        failure = granted.exception()
+        if failure is not None:  # the queue was failed (the version closed)
+            if ran.set_running_or_notify_cancel():
+                ran.set_exception(failure)
+            return
+        runtime = granted.result()
+        if not ran.set_running_or_notify_cancel():
+            self._pool.release(runtime)  # the caller gave up between the grant and now
+            return
+        try:
+            if self._admission.is_released:
+                raise RuntimeError("released")
+            self._executor.submit(self._run_granted, ran, runtime, request, output_names, start_ns)
+        except RuntimeError:  # released (the executor is shut down) while this waited: hand on, fail
+            self._pool.release(runtime)
+            ran.set_exception(self._admission.unloaded_error(started=False))
+
+    def _run_granted(
+        self,
+        ran: concurrent.futures.Future[dict[str, np.ndarray]],
+        runtime: Runtime,
+        request: InferRequest,
+        output_names: Sequence[str],
+        start_ns: int,
+    ) -> None:
+        queued = self._clock.now_ns()
+        self._stats.record_queue(queued - start_ns)
+        try:
+            outputs = self._single.run_lent(
+                runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
+            )
+        except Exception as exc:
+            ran.set_exception(exc)
+        else:
+            ran.set_result(outputs)
+
+    def _withdraw(
+        self, taken: concurrent.futures.Future[Runtime], ran: concurrent.futures.Future[dict[str, np.ndarray]]
+    ) -> None:
+        """The caller gave up: leave the queue if still in it; a request already started runs to its end
+        (it gives its instance back itself); one granted but not started is cancelled, and its grant
+        callback hands the instance on."""
+        if not self._pool.withdraw(taken):
+            ran.cancel()
+
     async def start(self) -> None:
         return None
 
@@ -199,5 +256,6 @@ class DirectScheduler:
             return
         # Calls already handed to the executor still run: ``_run`` sees the release, skips the runtime
         # and gives the instance back. Cancelling them instead would lose their instances, and with them
-        # every request waiting behind.
+        # every request waiting behind. The requests still queued for an instance fail now, all at once.
+        self._pool.fail_waiters(partial(self._admission.unloaded_error, started=False))
         self._executor.shutdown(wait=False, cancel_futures=False)

@@ -27,7 +27,7 @@ import yaml
 
 from modelserve.config import LimitSettings
 from modelserve.core.context import MAX_HEADER_VALUE_CHARS, REQUEST_ID_HEADER, RequestContext
-from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError
+from modelserve.core.errors import DecodeError, ErrorCode, ModelServeError, QueueError
 from modelserve.core.inference import InferRequest, InferResult
 from modelserve.core.scopes import Scope
 from modelserve.observability.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -44,6 +44,7 @@ from modelserve.service.dashboard import dashboard_summary, parse_window_s
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
 from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
+from modelserve.transport.http.connections import READ_AT
 from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
 from modelserve.transport.http.routes import ROUTES, Match, MethodNotAllowed, Router
@@ -155,8 +156,10 @@ class HttpApp:
         dashboard: DashboardAssets | None = None,
         *,
         context_headers: frozenset[str] = frozenset(),
+        max_backlog_ms: int = 0,
     ) -> None:
         self._api = api
+        self._max_backlog_s = max_backlog_ms / 1000
         self._wanted_headers = frozenset(name.encode("latin-1") for name in context_headers | {REQUEST_ID_HEADER})
         self._metrics = metrics
         self._observe_rejection = metrics.rejection_observer("http") if metrics is not None else None
@@ -339,6 +342,8 @@ class HttpApp:
     async def _model_infer(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         # Under overload, refuse before the body is read or decoded: a refusal must cost far less than a
         # request, or the loop spends its core on requests it then rejects (congestion collapse).
+        if self._max_backlog_s:
+            self._refuse_if_behind(scope)
         self._api.refuse_if_saturated(params["model"], params["version"])
         body = await self._body(scope, receive)
         raw_header_length = _header(scope, b"inference-header-content-length")
@@ -369,6 +374,25 @@ class HttpApp:
             payload = _compress(payload, encoding)
             extra.append((b"content-encoding", encoding.encode()))
         await _send(send, 200, payload, content_type, extra)
+
+    def _refuse_if_behind(self, scope: dict[str, Any]) -> None:
+        """Refuse a request that waited for the loop longer than ``http.max_backlog_ms`` after it was read.
+
+        When requests arrive faster than the loop serves them, the excess waits in front of the loop, where
+        no queue bound sees it (the model's queue stays short: the loop cannot fill it), and every
+        request's latency grows with the crowd. A request that waited too long is refused at once, for
+        the cost of its headers, so the backlog drains quickly and those admitted wait at most about this.
+        """
+        read_at = scope.get(READ_AT)
+        if read_at is None:
+            return
+        waited_s = time.monotonic() - read_at
+        if waited_s > self._max_backlog_s:
+            raise QueueError(
+                f"the server is behind: this request waited {waited_s * 1000:.0f} ms before it was handled "
+                f"(http.max_backlog_ms={self._max_backlog_s * 1000:.0f}); retry later or add replicas",
+                retry_after_s=1,
+            )
 
     def _request_context(self, scope: dict[str, Any]) -> RequestContext:
         """The configured headers only: nothing else a client sends is decoded or kept."""

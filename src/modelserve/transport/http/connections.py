@@ -26,13 +26,18 @@ nothing: the guards cost it a few attribute checks (``bench/connection_guard_cos
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ConnectionLimits", "guarded_protocol"]
+__all__ = ["READ_AT", "ConnectionLimits", "guarded_protocol"]
+
+# The ASGI scope key holding time.monotonic() when the request's headers were read (an extension key:
+# ASGI servers may add their own).
+READ_AT = "modelserve.read_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,8 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._disarm()
+            # When the server read this request, for the app to see how long it then waited for the loop.
+            self.scope[READ_AT] = time.monotonic()  # type: ignore[literal-required]
             super().on_headers_complete()
             self._body_pending = True
             self._body_received = 0
