@@ -1,4 +1,4 @@
-"""InstancePool without a server: FIFO hand-over, a bounded wait queue, abandonment that loses nothing.
+"""InstancePool without a server: FIFO hand-over, a bounded wait queue, withdrawal that loses nothing.
 
 The pool decides synchronously (``take`` answers an instance or a future) so these tests need no event
 loop and no thread: every hand-over is a plain call.
@@ -32,29 +32,31 @@ def test_waiters_are_served_in_order_and_the_bound_refuses_at_once() -> None:
     assert pool.busy == 0 and pool.waiting == 0
 
 
-def test_an_abandoned_waiter_leaves_the_queue_and_loses_no_instance() -> None:
+def test_a_withdrawn_waiter_leaves_the_queue_and_loses_no_instance() -> None:
     pool = InstancePool(["a"], max_waiting=4, owner="m")
     held = pool.take()
     gone, survivor = pool.take(), pool.take()
     assert isinstance(gone, concurrent.futures.Future) and isinstance(survivor, concurrent.futures.Future)
-    pool.abandon(gone)
+    assert pool.withdraw(gone)
     assert gone.cancelled() and pool.waiting == 1
     pool.release(held)
     assert survivor.result(timeout=0) == "a"
+    assert not pool.withdraw(survivor), "handed an instance: no longer the pool's to withdraw"
     pool.release("a")
     assert pool.busy == 0 and pool.waiting == 0
 
 
-def test_abandoning_after_the_hand_over_passes_the_instance_on() -> None:
+def test_a_grant_callback_may_call_back_into_the_pool() -> None:
+    # The direct scheduler starts (or hands on) a granted request from the waiter's done callback, on the
+    # releasing thread: the pool must not hold its lock then (a deadlock lost every instance under load).
     pool = InstancePool(["a"], max_waiting=4, owner="m")
     held = pool.take()
-    racer, next_in_line = pool.take(), pool.take()
-    assert isinstance(racer, concurrent.futures.Future) and isinstance(next_in_line, concurrent.futures.Future)
-    pool.release(held)  # resolves racer's future ...
-    assert racer.result(timeout=0) == "a"
-    pool.abandon(racer)  # ... whose caller gave up before it used the instance
+    handed_on, next_in_line = pool.take(), pool.take()
+    assert isinstance(handed_on, concurrent.futures.Future) and isinstance(next_in_line, concurrent.futures.Future)
+    handed_on.add_done_callback(lambda granted: pool.release(granted.result()))  # its caller gave up
+    pool.release(held)
     assert next_in_line.result(timeout=0) == "a"
-    assert pool.busy == 1
+    assert pool.busy == 1 and pool.waiting == 0
 
 
 def test_a_waiter_cancelled_by_its_caller_is_skipped_at_hand_over() -> None:
@@ -84,8 +86,8 @@ def test_the_queue_refuses_while_its_oldest_waiter_has_waited_past_the_time_boun
     assert oldest.result(timeout=0) == "a"
     assert pool.refusal() is None
     assert isinstance(pool.take(), concurrent.futures.Future)
-    # Abandoning the head keeps the join times in step with the waiters.
-    pool.abandon(younger)
+    # Withdrawing the head keeps the join times in step with the waiters.
+    assert pool.withdraw(younger)
     clock.advance(0.2)
     with pytest.raises(QueueError, match="has waited 200 ms"):
         pool.take()

@@ -8,7 +8,8 @@ objects that either driver can wait on (``core/steps.py``).
 A caller takes a free instance at once, or waits in FIFO order while fewer than ``max_waiting`` others
 wait and the oldest waiter has waited no longer than ``max_wait_ns`` (``scheduling.max_queue_time_ms``:
 a new caller would wait at least as long); past either it is refused at once (a full queue never blocks).
-A waiter that is cancelled (client gone) leaves the queue without consuming an instance.
+A waiter that is withdrawn (client gone) leaves the queue without consuming an instance; one that was
+handed an instance belongs to whoever its future's callbacks tell (the scheduler).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class InstancePool(Generic[T]):
         return self._size - len(self._free)
 
     def take(self) -> T | concurrent.futures.Future[T]:
-        """A free instance now, or a future that gets one in FIFO order (wait for it, or :meth:`abandon`
+        """A free instance now, or a future that gets one in FIFO order (wait for it, or :meth:`withdraw`
         it). Raises :class:`QueueError` at once when ``max_waiting`` callers already wait."""
         with self._lock:
             if self._free and not self._waiters:
@@ -99,15 +100,18 @@ class InstancePool(Generic[T]):
 
     def withdraw(self, waiter: concurrent.futures.Future[T]) -> bool:
         """Take ``waiter`` out of the queue and cancel it, if it still waits. False if it was handed an
-        instance already (whoever was told of the grant owns the instance then)."""
+        instance already (whoever was told of the grant owns the instance then: the waiter's done
+        callbacks, which run on the releasing thread)."""
         with self._lock:
             for position, queued in enumerate(self._waiters):
                 if queued is waiter:
                     del self._waiters[position]
                     del self._joined_ns[position]
-                    waiter.cancel()
-                    return True
-        return False
+                    break
+            else:
+                return False
+        waiter.cancel()  # outside the lock: its callbacks may call back into the pool
+        return True
 
     def fail_waiters(self, make_error: Callable[[], Exception]) -> None:
         """Fail every queued waiter with an error from ``make_error`` (one each: the version is closing);
@@ -120,20 +124,17 @@ class InstancePool(Generic[T]):
             if waiter.set_running_or_notify_cancel():
                 waiter.set_exception(make_error())
 
-    def abandon(self, waiter: concurrent.futures.Future[T]) -> None:
-        """The waiter's caller gave up for good: it leaves the queue, or, if it was handed an instance
-        meanwhile, the instance goes to the next waiter."""
-        if self.withdraw(waiter):
-            return
-        if waiter.done() and not waiter.cancelled():
-            self.release(waiter.result())
-
     def release(self, instance: T) -> None:
-        with self._lock:
-            while self._waiters:
+        """Hand ``instance`` to the first waiter still waiting, or put it back. The waiter's future is
+        resolved outside the lock: its done callbacks run right here, and may release an instance or take
+        one themselves (a scheduler starting the granted request, or handing it on)."""
+        while True:
+            with self._lock:
+                if not self._waiters:
+                    self._free.append(instance)
+                    return
                 waiter = self._waiters.popleft()
                 self._joined_ns.popleft()
-                if waiter.set_running_or_notify_cancel():
-                    waiter.set_result(instance)
-                    return
-            self._free.append(instance)
+            if waiter.set_running_or_notify_cancel():
+                waiter.set_result(instance)
+                return
