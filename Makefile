@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 MODELS := examples/models/iris/1/model.onnx examples/models/iris_sklearn/1/model.skops \
           examples/models/digits_mlp/1/model.onnx examples/models/iris/1.profile.json
 
-.PHONY: all venv system-deps examples serve test lint typecheck importlint unit bench bench-batching bench-observability clean
+.PHONY: all venv system-deps examples serve test lint typecheck importlint unit bench bench-batching bench-observability bench-overload clean
 
 all: test
 
@@ -74,6 +74,13 @@ bench-observability: examples
 	bash bench/setup.sh
 	$(BIN)/python bench/run_observability.py
 	$(BIN)/python bench/observability_costs.py
+
+# Overload: goodput, rejections and their latency at 1x, 8x and 32x capacity (32, 256, 1,024 closed-loop
+# clients), REST and gRPC, modelserve vs MLServer, with a light client, a liveness probe and recovery (~5 min).
+# The short version runs in `make test` (tests/transport/test_overload.py).
+bench-overload: examples
+	bash bench/setup.sh
+	$(BIN)/python bench/run_overload.py
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

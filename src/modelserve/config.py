@@ -102,6 +102,12 @@ class HttpSettings(_Group):
         description="An inference request read but left waiting for the event loop longer than this (the "
         "server is behind) is refused at once with 503 + Retry-After, before its body is read; 0 = never.",
     )
+    refusal_backoff_max_ms: int = Field(
+        1000,
+        ge=0,
+        description="After a request refused for overload, its connection is not read for 1 ms, doubling with "
+        "each refusal in a row up to this (reset by any other answer); 0 = off.",
+    )
     max_connections: int = Field(
         4096,
         ge=1,

@@ -84,6 +84,7 @@ class Server:
                 body_timeout_s=http.body_timeout_s,
                 min_body_rate=http.min_body_rate,
                 max_connections=http.max_connections,
+                refusal_backoff_max_s=http.refusal_backoff_max_ms / 1000,
             ),
             metrics.count_closed_connection if metrics is not None else None,
         )

@@ -44,7 +44,7 @@ from modelserve.service.dashboard import dashboard_summary, parse_window_s
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
 from modelserve.transport.http.body import ClientDisconnected, decompress, read_body
-from modelserve.transport.http.connections import READ_AT
+from modelserve.transport.http.connections import READ_AT, REFUSED
 from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
 from modelserve.transport.http.routes import ROUTES, Match, MethodNotAllowed, Router
@@ -227,6 +227,8 @@ class HttpApp:
             extra = [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else None
             if exc.code is ErrorCode.UNSUPPORTED and "Content-Encoding" in exc.message:
                 extra = [(b"accept-encoding", b"gzip, deflate")]
+            if exc.code is ErrorCode.UNAVAILABLE:
+                scope[REFUSED] = True  # the connection backs off (transport/http/connections.py)
             await _send_error(send, HTTP_STATUS[exc.code], exc.message, extra)
             if exc.code is ErrorCode.UNAVAILABLE and self._observe_rejection is not None:
                 self._observe_rejection(time.perf_counter() - started)

@@ -16,6 +16,9 @@ uvicorn's httptools protocol with four guards added, each a setting in ``http.*`
   and closed. A body that arrives in the same read as its headers (almost every request) arms no timer.
 - ``max_connections``: a connection over the cap is answered 503 with ``Retry-After`` and closed at once,
   before anything is read from it.
+- ``refusal_backoff_max_ms``: after a request refused for overload (the app marks it), the connection is
+  not read for 1 ms, doubling with each refusal in a row up to this, reset by any other answer: the
+  server enforces the back-off a client ignoring ``Retry-After`` does not do.
 
 Timers are the loop's ``call_later`` handles, one per connection at a time, armed only when a read leaves
 a connection waiting (idle, inside a header, inside a body) and cancelled as soon as that ends. Between
@@ -33,11 +36,15 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["READ_AT", "ConnectionLimits", "guarded_protocol"]
+__all__ = ["READ_AT", "REFUSED", "ConnectionLimits", "guarded_protocol"]
 
 # The ASGI scope key holding time.monotonic() when the request's headers were read (an extension key:
 # ASGI servers may add their own).
 READ_AT = "modelserve.read_at"
+# The key the app sets (True) on a request it refused for overload: the connection then backs off.
+REFUSED = "modelserve.refused"
+# The first pause after a refusal; each further refusal in a row on the connection doubles it.
+_FIRST_REFUSAL_PAUSE_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ class ConnectionLimits:
     body_timeout_s: float
     min_body_rate: int  # bytes per second
     max_connections: int
+    refusal_backoff_max_s: float = 0.0  # 0: a refused connection is read again at once
 
 
 def _response(status: bytes, message: bytes, extra: bytes = b"") -> bytes:
@@ -88,6 +96,7 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
         _body_pending: bool = False
         _body_started: float = 0.0
         _body_received: int = 0
+        _refusals_in_a_row: int = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -140,6 +149,27 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
             super().on_message_complete()
             self._body_pending = False
             self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not limits.refusal_backoff_max_s or self.pipeline or self.transport.is_closing():
+                return
+            cycle: Any = self.cycle
+            if cycle is None or not cycle.scope.get(REFUSED):
+                self._refusals_in_a_row = 0
+                return
+            # Refused for overload: this connection's next request is not read for a while, doubling with
+            # each refusal in a row (reset by any other answer). A client that retries at once, ignoring
+            # Retry-After, then costs the server one refusal per pause instead of as many as it can send;
+            # one refused now and then (k = 1) waits a millisecond.
+            self._refusals_in_a_row = min(self._refusals_in_a_row + 1, 32)
+            pause = min(_FIRST_REFUSAL_PAUSE_S * 2 ** (self._refusals_in_a_row - 1), limits.refusal_backoff_max_s)
+            self.flow.pause_reading()
+            self.loop.call_later(pause, self._resume_after_refusal)
+
+        def _resume_after_refusal(self) -> None:
+            if not self.transport.is_closing():
+                self.flow.resume_reading()
 
         def _between_requests(self) -> bool:
             cycle: Any = self.cycle
