@@ -64,6 +64,22 @@ def test_too_many_inputs_are_refused_naming_the_setting(examples_server: ServerP
     _iris_ok_over_http(examples_server)
 
 
+def test_a_million_inputs_are_refused_unparsed(examples_server: ServerProcess) -> None:
+    one = b'{"name":"i%07d","datatype":"FP32","shape":[1],"data":[1.0]},'
+    body = b'{"inputs":[' + b"".join(one % n for n in range(1_000_000))[:-1] + b"]}"  # 58 MiB
+    url = f"http://127.0.0.1:{examples_server.http_port}/v2/models/iris/infer"
+    _iris_ok_over_http(examples_server)
+    before = _rss(examples_server)
+    response = httpx.post(url, content=body, timeout=60)
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert 'its header holds 1000000 "name" keys' in message
+    assert "1024 inputs (limits.max_inputs)" in message and "send at most 1024 inputs" in message
+    # Reading the body costs its size; parsing it would cost ~12x (a million dicts, lists and strings).
+    assert _rss(examples_server) - before < 2 * len(body)
+    _iris_ok_over_http(examples_server)
+
+
 def test_a_bytes_tensor_whose_last_prefix_overruns_is_refused_over_grpc(examples_server: ServerProcess) -> None:
     count = 2_000_000  # ~10 MB of one-byte elements
     raw = bytearray(b"\x01\x00\x00\x00x" * count)

@@ -21,7 +21,13 @@ import orjson
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
 from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
-from modelserve.protocol.parameters import RequestParameters, check_parameter_count, parse_request_parameters
+from modelserve.protocol.json_arrays import MIN_SPAN_BYTES, JsonSyntaxError, decode_numeric_span
+from modelserve.protocol.parameters import (
+    MAX_PARAMETERS,
+    RequestParameters,
+    check_parameter_count,
+    parse_request_parameters,
+)
 from modelserve.protocol.tensor_codec import (
     PRECHECK_MIN_BYTES,
     check_json_datatype,
@@ -59,11 +65,36 @@ class DecodedRestRequest:
     binary_data_output: bool
 
 
+# Where the standard library reads JSON that orjson refuses: the NaN/Infinity literals, numbers past a double
+# (1e400), lone surrogates (escaped, or UTF-8-encoded: json decodes with surrogatepass), and UTF-8 BOM, UTF-16
+# and UTF-32 bodies (json.detect_encoding: a BOM or a NUL in the first 4 bytes).
+_LAX_MARKS = (b"NaN", b"Infinity", b"\\u", b"\xed")
+_LAX_FIRST_BYTES = frozenset(b"\x00\xef\xfe\xff")
+
+
+def _may_read_laxly(body: bytes | bytearray | memoryview, exc: orjson.JSONDecodeError) -> bool:
+    """Whether json.loads could read a body orjson refused: else retrying costs ~6x orjson's time and ~2x its
+    memory for the same refusal (a 64 MiB body with a typo at its end: +2.9 s, +892 MiB)."""
+    head = bytes(body[:4])
+    if "infinity" in exc.msg or (head and (head[0] in _LAX_FIRST_BYTES or 0 in head)):
+        return True
+    if isinstance(body, (bytes, bytearray)):
+        return any(mark in body for mark in _LAX_MARKS)
+    overlap = max(len(mark) for mark in _LAX_MARKS) - 1  # windows of a view: no copy of the whole
+    for start in range(0, len(body), _COUNT_WINDOW):
+        window = bytes(body[start : start + _COUNT_WINDOW + overlap])
+        if any(mark in window for mark in _LAX_MARKS):
+            return True
+    return False
+
+
 def parse_json_body(body: bytes | bytearray | memoryview, what: str = "request body") -> Any:
     """Parse JSON; accepts NaN/Infinity as tritonclient (python-rapidjson) writes them."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if not _may_read_laxly(body, exc):
+            raise _invalid_json(what, exc.msg, exc.pos) from exc
         try:
             # orjson refuses NaN/Infinity literals; the standard library accepts them. It also accepts lone
             # surrogate escapes ("\ud800"), which are not text: they must not travel on as str.
@@ -77,10 +108,14 @@ def parse_json_body(body: bytes | bytearray | memoryview, what: str = "request b
             ) from exc
         except (ValueError, RecursionError):
             pass
-        raise DecodeError(
-            f"{what} is not valid JSON ({exc.msg} at byte {exc.pos}); send a JSON object, optionally followed "
-            "by binary tensors with the Inference-Header-Content-Length header"
-        ) from exc
+        raise _invalid_json(what, exc.msg, exc.pos) from exc
+
+
+def _invalid_json(what: str, msg: str, pos: int) -> DecodeError:
+    return DecodeError(
+        f"{what} is not valid JSON ({msg} at byte {pos}); send a JSON object, optionally followed "
+        "by binary tensors with the Inference-Header-Content-Length header"
+    )
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -167,6 +202,77 @@ def _split_data(buffer: bytes | bytearray, end: int, max_spans: int) -> tuple[by
     return b"".join(pieces), spans
 
 
+# The caps on inputs, outputs and parameters are checked on the parsed header, but parsing a header of a
+# million small objects costs seconds and ~12x its size (a 64 MiB body of 10^6 inputs: 4.1 s, +771 MiB). So
+# the raw bytes are first counted for keys that no request within the caps has so many of: one count of quotes
+# for most bodies (~0.02 s for 64 MiB), a few byte searches where quotes abound (~0.3 s). Each count is a lower
+# bound of what the parse would find, never more:
+#
+# - '"name":' not preceded by a backslash. Its first quote is then not an escaped one (inside a string a quote
+#   is always written \"), so it delimits a string; a closing quote is followed by , : ] } or whitespace, not
+#   by 'n', so it opens one; that string is exactly `name` (its next quote follows 'e', so it closes it), and a
+#   string followed by ':' is an object key. So every match is a distinct key written "name". (A "name" key
+#   written with escapes or with space before its colon is not counted: a lower bound is all we need, and
+#   `\\"name":` -- an escaped backslash, then a real key -- is left out the same way.)
+# - 'w":' where w is a letter, digit or '_': that quote follows string content, not a structural character
+#   or whitespace (what precedes an opening quote) nor a backslash, so it closes a string that a colon
+#   follows: an object key, one per match.
+#
+# A request within the caps writes "name" once in each input and output object and at most once in each
+# parameters object, its own included (and one more is let pass at the top). Its keys: a few per object (name,
+# datatype, shape, parameters, data; id, inputs, outputs, model_name), plus MAX_PARAMETERS per parameters
+# object. Counts over these bounds are refused before parsing. Only a document with duplicate keys or fields
+# this server ignores could hold more.
+# Headers under _COUNT_MIN_BYTES are not counted: their parse costs < ~0.3 s and ~50 MiB, and its refusal
+# names the exact count ("the request asks for 100000 outputs").
+_COUNT_MIN_BYTES = 4 * 1024 * 1024
+_KEYS_PER_OBJECT = 8
+_KEY_CHARS = bytes(ord("w") if chr(c).isascii() and (chr(c).isalnum() or chr(c) == "_") else c for c in range(256))
+_COUNT_WINDOW = 1 << 18
+
+
+def _name_key_bound(limits: RestLimits) -> int:
+    return 2 * (limits.max_inputs + limits.max_requested_outputs) + 2
+
+
+def _key_bound(limits: RestLimits) -> int:
+    objects = limits.max_inputs + limits.max_requested_outputs
+    return _KEYS_PER_OBJECT + MAX_PARAMETERS + objects * (_KEYS_PER_OBJECT + MAX_PARAMETERS)
+
+
+def _count_word_keys(buffer: bytes | bytearray, end: int) -> int:
+    """Occurrences of a word character, a quote and a colon in ``buffer[:end]``, a window at a time (each
+    window reads 2 bytes past its end, so a match starting in it is counted there and only there)."""
+    found = 0
+    for start in range(0, end, _COUNT_WINDOW):
+        found += buffer[start : min(start + _COUNT_WINDOW + 2, end)].translate(_KEY_CHARS).count(b'w":')
+    return found
+
+
+def _check_key_counts(buffer: bytes | bytearray, end: int, limits: RestLimits) -> None:
+    """Refuse a header that holds more keys than a request within the caps can, before parsing it.
+    Raises :class:`DecodeError` naming the caps."""
+    # Every match of either count holds a quote and a '":': for most bodies there is nothing more to look for.
+    if buffer.count(b'"', 0, end) <= _name_key_bound(limits):
+        return
+    colons = buffer.count(b'":', 0, end)
+    bound = _name_key_bound(limits)
+    if colons > bound and (names := buffer.count(b'"name":', 0, end) - buffer.count(b'\\"name":', 0, end)) > bound:
+        raise DecodeError(
+            f'the request has more inputs and outputs than allowed: its header holds {names} "name" keys, '
+            f"more than the {bound} that {limits.max_inputs} inputs (limits.max_inputs) and "
+            f"{limits.max_requested_outputs} outputs (limits.max_requested_outputs) can hold; send at most "
+            f"{limits.max_inputs} inputs and {limits.max_requested_outputs} outputs per request"
+        )
+    bound = _key_bound(limits)
+    if colons > bound and (keys := _count_word_keys(buffer, end)) > bound:
+        raise DecodeError(
+            f"the request header holds {keys} keys, more than the {bound} that {limits.max_inputs} inputs "
+            f"(limits.max_inputs) and {limits.max_requested_outputs} outputs (limits.max_requested_outputs) "
+            f"with at most {MAX_PARAMETERS} parameters each can hold; send fewer inputs, outputs or parameters"
+        )
+
+
 def _parse_header_json(
     view: memoryview, buffer: bytes | bytearray | memoryview, max_spans: int
 ) -> tuple[Any, dict[str, memoryview]]:
@@ -221,6 +327,10 @@ def parse_infer_header(
                 "it must be the byte length of the JSON header that starts the body"
             )
         header_view, blobs = view[:header_length], view[header_length:]
+    if len(header_view) >= _COUNT_MIN_BYTES:
+        _check_key_counts(
+            body if isinstance(body, (bytes, bytearray)) else bytes(header_view), len(header_view), limits
+        )
     parsed, spans = _parse_header_json(header_view, body, limits.max_inputs)
     header = _object(parsed, "the inference request")
 
@@ -252,6 +362,7 @@ def parse_infer_header(
         datatype = checked_datatype(tensor.get("datatype"), what)
         shape, count = checked_shape(tensor.get("shape"), datatype, limits.max_tensor_bytes, what)
         tensor_params = _parameters(tensor.get("parameters"), what)
+        check_parameter_count(len(tensor_params), what)
         size = tensor_params.get("binary_data_size")
         blob: memoryview | None = None
         data: Any = None
@@ -320,10 +431,7 @@ def decode_infer_tensors(header: RestRequestHeader, limits: RestLimits) -> Decod
         if item.blob is not None:
             inputs[item.name] = tensor_from_raw(item.blob, item.datatype, item.shape, item.count, item.what)
         else:
-            data = item.data if item.data_span is None else parse_json_body(item.data_span, f"{item.what} 'data'")
-            inputs[item.name] = tensor_from_json(
-                data, item.datatype, item.shape, item.count, limits.max_json_depth, item.what
-            )
+            inputs[item.name] = _tensor_from_json_header(item, limits.max_json_depth)
         datatypes[item.name] = item.datatype
     params = header.parameters
     request = InferRequest(
@@ -338,6 +446,19 @@ def decode_infer_tensors(header: RestRequestHeader, limits: RestLimits) -> Decod
         timeout_us=params.timeout_us,
     )
     return DecodedRestRequest(request=request, binary_data_output=params.binary_data_output)
+
+
+def _tensor_from_json_header(item: _InputHeader, max_depth: int) -> np.ndarray:
+    """An input's JSON data as a tensor: a large numeric array straight from its bytes, the rest parsed."""
+    span = item.data_span
+    if span is not None and len(span) >= MIN_SPAN_BYTES:
+        array = decode_numeric_span(span, item.datatype, item.shape, item.count, max_depth, item.what)
+        if isinstance(array, JsonSyntaxError):
+            raise _invalid_json(f"{item.what} 'data'", array.msg, array.pos)
+        if array is not None:
+            return array
+    data = item.data if span is None else parse_json_body(span, f"{item.what} 'data'")
+    return tensor_from_json(data, item.datatype, item.shape, item.count, max_depth, item.what)
 
 
 def decode_infer_request(

@@ -8,9 +8,10 @@ Raw buffers become numpy views (``frombuffer``), never per-element Python loops.
 
 from __future__ import annotations
 
+import enum
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,16 @@ from modelserve.core.errors import DecodeError, EncodeError, ErrorCode
 
 __all__ = [
     "PRECHECK_MIN_BYTES",
+    "JsonElementRule",
+    "bytes_element_error",
     "check_json_datatype",
     "checked_datatype",
     "checked_shape",
+    "element_rule",
+    "elements_to_array",
+    "json_count_error",
+    "json_depth_error",
+    "json_element_error",
     "tensor_from_json",
     "tensor_from_raw",
     "tensor_to_json_data",
@@ -110,8 +118,15 @@ def tensor_from_raw(
     return array.reshape(shape)
 
 
+def json_depth_error(max_depth: int, what: str) -> DecodeError:
+    return DecodeError(f"{what}: 'data' is nested deeper than {max_depth} levels")
+
+
 def _flatten(data: Any, max_depth: int, what: str) -> list[Any]:
-    """Row-major elements of a flat or nested list. Iterative, because the depth is client-controlled."""
+    """Row-major elements of a flat or nested list. Iterative, because the depth is client-controlled.
+
+    A list whose first element is not a list is taken as flat: a nested list further on is then an element
+    (refused by :func:`element_rule`), and no depth is checked."""
     if not isinstance(data, list):
         return [data]
     if not data or not isinstance(data[0], list):
@@ -123,7 +138,7 @@ def _flatten(data: Any, max_depth: int, what: str) -> list[Any]:
         for item in items:
             if isinstance(item, list):
                 if depth >= max_depth:
-                    raise DecodeError(f"{what}: 'data' is nested deeper than {max_depth} levels")
+                    raise json_depth_error(max_depth, what)
                 stack.append((iter(item), depth + 1))
                 break
             flat.append(item)
@@ -138,6 +153,62 @@ def check_json_datatype(datatype: Datatype, what: str) -> None:
         raise DecodeError(f"{what}: BF16 data cannot travel as JSON; send it with the binary tensor extension")
 
 
+def json_count_error(elements: int, shape: tuple[int, ...], count: int, what: str) -> DecodeError:
+    return DecodeError(
+        f"{what}: 'data' has {elements} elements but shape {list(shape)} needs {count}; make the shape's "
+        "product equal the number of elements"
+    )
+
+
+class JsonElementRule(enum.IntEnum):
+    """The checks on the elements of a numeric tensor's JSON 'data', in the order they are reported: each
+    is "some element breaks it", so over a tensor decoded in pieces the lowest broken rule is the one."""
+
+    OK = 0
+    NOT_A_NUMBER = 1
+    NOT_A_BOOL = 2
+    A_FRACTION = 3
+
+
+def element_rule(items: Sequence[Any], datatype: Datatype) -> JsonElementRule:
+    """The first rule that some element of ``items`` breaks (numeric and BOOL datatypes, not BYTES)."""
+    if any(isinstance(item, (str, list, dict)) or item is None for item in items):
+        return JsonElementRule.NOT_A_NUMBER
+    if datatype is Datatype.BOOL:
+        if any(type(item) is not bool for item in items):
+            return JsonElementRule.NOT_A_BOOL
+    elif datatype.numpy_dtype.kind in ("i", "u") and any(type(item) is float for item in items):
+        return JsonElementRule.A_FRACTION
+    return JsonElementRule.OK
+
+
+def json_element_error(rule: JsonElementRule, datatype: Datatype, what: str) -> DecodeError:
+    if rule is JsonElementRule.NOT_A_NUMBER:
+        return DecodeError(f"{what}: {datatype.value} 'data' must hold only numbers (or true/false for BOOL)")
+    if rule is JsonElementRule.NOT_A_BOOL:
+        return DecodeError(f"{what}: BOOL 'data' must hold only true/false")
+    return DecodeError(f"{what}: {datatype.value} 'data' must hold integers, not fractions")
+
+
+def elements_to_array(items: Sequence[Any], datatype: Datatype, what: str) -> np.ndarray:
+    """A flat array of ``datatype`` from elements that pass :func:`element_rule`. numpy converts in order,
+    so the error is the first offending element's, however the elements are split into pieces."""
+    try:
+        # A float past the datatype's range (1e10 as FP16) would silently become inf: refuse it instead.
+        with np.errstate(over="raise", invalid="raise"):
+            return np.array(items, dtype=datatype.numpy_dtype)
+    except FloatingPointError:
+        raise DecodeError(
+            f"{what}: a value is outside the range of {datatype.value}; send values that fit the input's datatype"
+        ) from None
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise DecodeError(f"{what}: a value does not fit {datatype.value}: {_brief(str(exc))}") from exc
+
+
+def bytes_element_error(index: int, item: Any, what: str) -> DecodeError:
+    return DecodeError(f"{what}: BYTES elements in JSON must be strings, element {index} is {type(item).__name__}")
+
+
 def tensor_from_json(
     data: Any, datatype: Datatype, shape: tuple[int, ...], count: int, max_depth: int, what: str
 ) -> np.ndarray:
@@ -145,10 +216,7 @@ def tensor_from_json(
     check_json_datatype(datatype, what)
     flat = _flatten(data, max_depth, what)
     if len(flat) != count:
-        raise DecodeError(
-            f"{what}: 'data' has {len(flat)} elements but shape {list(shape)} needs {count}; make the shape's "
-            "product equal the number of elements"
-        )
+        raise json_count_error(len(flat), shape, count, what)
     if datatype is Datatype.BYTES:
         out = np.empty(count, dtype=object)
         for index, item in enumerate(flat):
@@ -161,28 +229,12 @@ def tensor_from_json(
                         "binary data for non-text bytes"
                     ) from None
             else:
-                raise DecodeError(
-                    f"{what}: BYTES elements in JSON must be strings, element {index} is {type(item).__name__}"
-                )
+                raise bytes_element_error(index, item, what)
         return out.reshape(shape)
-    if any(isinstance(item, (str, list, dict)) or item is None for item in flat):
-        raise DecodeError(f"{what}: {datatype.value} 'data' must hold only numbers (or true/false for BOOL)")
-    if datatype is Datatype.BOOL:
-        if any(type(item) is not bool for item in flat):
-            raise DecodeError(f"{what}: BOOL 'data' must hold only true/false")
-    elif datatype.numpy_dtype.kind in ("i", "u") and any(type(item) is float for item in flat):
-        raise DecodeError(f"{what}: {datatype.value} 'data' must hold integers, not fractions")
-    try:
-        # A float past the datatype's range (1e10 as FP16) would silently become inf: refuse it instead.
-        with np.errstate(over="raise", invalid="raise"):
-            array = np.array(flat, dtype=datatype.numpy_dtype)
-    except FloatingPointError:
-        raise DecodeError(
-            f"{what}: a value is outside the range of {datatype.value}; send values that fit the input's datatype"
-        ) from None
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise DecodeError(f"{what}: a value does not fit {datatype.value}: {_brief(str(exc))}") from exc
-    return array.reshape(shape)
+    rule = element_rule(flat, datatype)
+    if rule is not JsonElementRule.OK:
+        raise json_element_error(rule, datatype, what)
+    return elements_to_array(flat, datatype, what).reshape(shape)
 
 
 def tensor_to_raw(array: np.ndarray, datatype: Datatype) -> bytes | memoryview:
