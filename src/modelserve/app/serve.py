@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -55,6 +56,19 @@ def raise_open_file_limit(wanted: int) -> None:
             hard,
             _FILES_BESIDE_CONNECTIONS,
         )
+
+
+async def _freeze_heap_when_loaded(engine: Engine) -> None:
+    """Once the start-up models are in, move everything alive into the collector's permanent generation.
+
+    The loaded models, their runtimes and the imported libraries are hundreds of thousands of long-lived
+    objects; every full collection walked them all, pausing the whole process for 75-100 ms about twice a
+    second under load (measured: iris at 4,000 req/s), which was the p99 of every request and probe.
+    Frozen, they are never walked again; the garbage requests make is collected as before.
+    """
+    await engine.wait_loaded()
+    gc.collect()
+    gc.freeze()
 
 
 class _UvicornServer(uvicorn.Server):
@@ -189,6 +203,7 @@ class Server:
                     settings.grpc.port,
                     settings.repository.path,
                 )
+                group.create_task(_freeze_heap_when_loaded(engine))
                 stop_task = group.create_task(self._stop.wait())
                 done, _ = await asyncio.wait({stop_task} | listeners, return_when=asyncio.FIRST_COMPLETED)
                 if done & listeners and not self._stop.is_set():
