@@ -3,7 +3,8 @@ read is refused at once (503 + Retry-After), before its body is read; a fresh on
 
 In process: the REST app on a real engine serving iris, called as uvicorn calls it, with the scope key the
 connection protocol sets when it has read a request's headers (``READ_AT``). The wait is given by that
-key, so no load and no clock is needed to make the server "behind".
+key, so no load and no clock is needed to make the server "behind"; the crowd the refusal also needs (32
+requests in flight) is lowered to none for the test.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from modelserve import Engine
+from modelserve.transport.http import app as http_app
 from modelserve.transport.http.app import HttpApp
 from modelserve.transport.http.connections import READ_AT
 from tests.model_builders import iris_repository
@@ -52,11 +55,17 @@ async def call(app: HttpApp, read_ago_s: float | None) -> tuple[int, dict[bytes,
     return start["status"], dict(start["headers"]), body, body_read
 
 
-def test_a_request_left_waiting_past_the_backlog_bound_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+def test_a_request_left_waiting_past_the_backlog_bound_is_refused_before_its_body_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def scenario() -> None:
         async with Engine.from_repository(iris_repository(tmp_path), load=["iris"]) as engine:
             await engine.wait_loaded()
             app = HttpApp(engine.dataplane, engine.settings.limits, engine.metrics, max_backlog_ms=50)
+            # Late, but no crowd (nothing in flight): not the crowd's doing, so served.
+            assert (await call(app, read_ago_s=0.2))[0] == 200
+            # With the crowd the refusal needs (here: a floor of 0 requests in flight).
+            monkeypatch.setattr(http_app, "_BACKLOG_MIN_IN_FLIGHT", 0)
             status, headers, body, body_read = await call(app, read_ago_s=0.2)
             assert status == 503 and headers[b"retry-after"] == b"1"
             message = orjson.loads(body)["error"]

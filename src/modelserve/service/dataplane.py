@@ -185,6 +185,11 @@ class DataPlane:
         steps = self.precheck_steps(name, version, declared, context)
         drive_blocking(steps, loop=loop, clock=self._clock, deadline_ns=context.deadline_ns)
 
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests admitted server-wide and not finished (both transports)."""
+        return self._gate.inflight
+
     def refuse_if_saturated(self, name: str, version: str) -> None:
         """Raise the :class:`QueueError` a new request for ``name``/``version`` would get now from the
         server's in-flight limit or the version's queue, before its body is read or decoded: under overload

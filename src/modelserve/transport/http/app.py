@@ -68,6 +68,10 @@ _DASHBOARD_CSP = (
 )
 
 
+# The backlog refusal needs a crowd: fewer admitted requests than this cannot be what keeps the loop late.
+_BACKLOG_MIN_IN_FLIGHT = 32
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
@@ -384,12 +388,14 @@ class HttpApp:
         no queue bound sees it (the model's queue stays short: the loop cannot fill it), and every
         request's latency grows with the crowd. A request that waited too long is refused at once, for
         the cost of its headers, so the backlog drains quickly and those admitted wait at most about this.
+        Only with at least ``_BACKLOG_MIN_IN_FLIGHT`` requests in flight: with fewer, the crowd is not what
+        made the loop late (a model loading, a collection), and refusing would not make it sooner.
         """
         read_at = scope.get(READ_AT)
         if read_at is None:
             return
         waited_s = time.monotonic() - read_at
-        if waited_s > self._max_backlog_s:
+        if waited_s > self._max_backlog_s and self._api.requests_in_flight >= _BACKLOG_MIN_IN_FLIGHT:
             raise QueueError(
                 f"the server is behind: this request waited {waited_s * 1000:.0f} ms before it was handled "
                 f"(http.max_backlog_ms={self._max_backlog_s * 1000:.0f}); retry later or add replicas",
