@@ -97,14 +97,14 @@ class HttpSettings(_Group):
         16384, ge=1, description="Slowest body a client may send after the grace period (bytes per second)."
     )
     max_backlog_ms: int = Field(
-        20,
+        50,
         ge=0,
         description="An inference request read but left waiting for the event loop longer than this while "
         "32 or more requests are in flight (the server is behind) is refused at once with 503 + Retry-After, "
         "before its body is read; 0 = never.",
     )
     refusal_backoff_max_ms: int = Field(
-        1000,
+        100,
         ge=0,
         description="After a request refused for overload, its connection is not read for 1 ms, doubling with "
         "each refusal in a row up to this (reset by any other answer); 0 = off.",
