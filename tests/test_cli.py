@@ -57,3 +57,19 @@ def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
     result = _run("serve", "--model-repository", str(tmp_path / "nope"), "--http-port", "0", "--grpc-port", "0")
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_a_grpc_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / "repo").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(
+            "serve", "--model-repository", str(tmp_path / "repo"), "--http-port", "0", "--grpc-port", str(port)
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

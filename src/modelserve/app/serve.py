@@ -148,8 +148,12 @@ class Server:
         )
         add_to_server(servicer, server)
         address = f"{settings.server.host}:{settings.grpc.port}"
-        if server.add_insecure_port(address) == 0:
-            log.error("cannot listen for gRPC on %s", address)
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+            bound = 0
+        if bound == 0:
+            log.error("cannot listen for gRPC on %s (port in use?); pick another with --grpc-port", address)
             return None
         return server
 
