@@ -169,6 +169,7 @@ def _run_profile(args: argparse.Namespace) -> int:
 
     from modelserve.core.errors import ModelServeError
     from modelserve.core.names import check_model_name
+    from modelserve.core.paths import inside
     from modelserve.observability.drift_profile import Profile, ProfileError, profile_path
     from modelserve.repository.model_config import read_model_config
     from modelserve.repository.scan import list_versions
@@ -178,6 +179,13 @@ def _run_profile(args: argparse.Namespace) -> int:
         model_dir = args.model_repository / args.model
         if not (model_dir / "config.pbtxt").is_file():
             raise ProfileError(f"no model '{args.model}' in {args.model_repository} (no {model_dir}/config.pbtxt)")
+        # The repository is a jail for this command too: nothing read or written through a link out of it.
+        inside(
+            args.model_repository,
+            model_dir / "config.pbtxt",
+            what=f"model '{args.model}': config",
+            allow_symlinks=False,
+        )
         config = read_model_config(model_dir, args.model)
         versions = list_versions(model_dir)
         version = args.version or (str(max(versions)) if versions else "")
@@ -206,6 +214,13 @@ def _run_profile(args: argparse.Namespace) -> int:
             prediction_output=prediction_output,
         )
         path = profile_path(model_dir, version)
+        inside(
+            args.model_repository,
+            path,
+            what=f"model '{args.model}' version {version}: drift profile",
+            allow_symlinks=False,
+            must_exist=False,
+        )
         profile.save(path)
     except (ProfileError, ModelServeError, OSError, ValueError) as exc:
         print(f"modelserve profile: {exc}", file=sys.stderr)

@@ -155,3 +155,17 @@ def test_a_corrupt_profile_is_reported_and_serving_goes_on(tmp_path: Path) -> No
             json={"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]},
         )
         assert response.status_code == 200
+
+
+def test_profile_refuses_to_write_through_a_link_out_of_the_repository(tmp_path: Path) -> None:
+    repo = iris_repository(tmp_path)
+    outside = tmp_path / "outside.json"
+    outside.write_text("precious")
+    (repo / "iris" / "1.profile.json").symlink_to(outside)
+    x, _ = load_iris(return_X_y=True)
+    train = tmp_path / "train.npy"
+    np.save(train, x.astype(np.float32))
+    made = profile_command("iris", str(train), "--model-repository", str(repo))
+    assert made.returncode == 1
+    assert "symbolic link that leaves the model repository" in made.stderr, made.stderr
+    assert outside.read_text() == "precious", "the file outside the repository was not written"
