@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
@@ -77,7 +79,14 @@ class Eviction:
         """What loading ``name`` will take: its last measurement, else the size of its files. Blocking."""
         if record.measured_bytes:
             return record.measured_bytes
-        return sum(p.stat().st_size for p in (self._root / name).rglob("*") if p.is_file())
+        # lstat, and links not followed: nothing outside the repository is even looked at (the load checks the
+        # links themselves and refuses those that leave it).
+        total = 0
+        for folder, _, files in os.walk(self._root / name, followlinks=False):
+            for file in files:
+                info = os.lstat(os.path.join(folder, file))
+                total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+        return total
 
     async def make_room(self, name: str, record: ModelRecord, *, loading: Collection[str]) -> None:
         """Unload least recently used idle models until ``name`` fits the budget, or refuse the load.

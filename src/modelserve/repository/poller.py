@@ -30,14 +30,14 @@ def fingerprint(model_dir: Path) -> Fingerprint:
     entries: list[tuple[str, int, int]] = []
     for top in sorted(model_dir.iterdir()):
         if top.is_file() and top.name == "config.pbtxt":
-            stat = top.stat()
+            stat = top.lstat()  # links are not followed: nothing outside the repository is looked at
             entries.append((top.name, stat.st_size, stat.st_mtime_ns))
         elif top.is_dir() and top.name.isdigit():
             entries.append((top.name + "/", 0, 0))
             for folder, _, files in os.walk(top):
                 for name in sorted(files):
                     path = Path(folder) / name
-                    stat = path.stat()
+                    stat = path.lstat()
                     entries.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
     return tuple(entries)
 
