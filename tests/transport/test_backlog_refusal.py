@@ -79,5 +79,11 @@ def test_a_request_left_waiting_past_the_backlog_bound_is_refused_before_its_bod
             # 0 turns the bound off.
             lenient = HttpApp(engine.dataplane, engine.settings.limits, engine.metrics, max_backlog_ms=0)
             assert (await call(lenient, read_ago_s=5.0))[0] == 200
+            # A 503 that is not an overload refusal (the model is not loaded) carries no Retry-After and is
+            # not counted as one.
+            await engine.unload("iris")
+            status, headers, body, _ = await call(lenient, read_ago_s=None)
+            assert status == 503 and b"retry-after" not in headers, body
+            assert 'modelserve_rejection_duration_seconds_count{transport="http"} 1.0' in engine.metrics_text()
 
     asyncio.run(scenario())

@@ -231,10 +231,13 @@ class HttpApp:
             extra = [(b"retry-after", str(exc.retry_after_s).encode())] if exc.retry_after_s else None
             if exc.code is ErrorCode.UNSUPPORTED and "Content-Encoding" in exc.message:
                 extra = [(b"accept-encoding", b"gzip, deflate")]
-            if exc.code is ErrorCode.UNAVAILABLE:
-                scope[REFUSED] = True  # the connection backs off (transport/http/connections.py)
+            # An overload refusal (it carries a retry hint; "not loaded" or "unloading" do not): its connection
+            # backs off (transport/http/connections.py) and its cost is observed.
+            shed = exc.code is ErrorCode.UNAVAILABLE and exc.retry_after_s is not None
+            if shed:
+                scope[REFUSED] = True
             await _send_error(send, HTTP_STATUS[exc.code], exc.message, extra)
-            if exc.code is ErrorCode.UNAVAILABLE and self._observe_rejection is not None:
+            if shed and self._observe_rejection is not None:
                 self._observe_rejection(time.perf_counter() - started)
         except ClientDisconnected:
             return
