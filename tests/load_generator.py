@@ -28,7 +28,11 @@ other outcome is an error, by its status. At ``end_at`` the load stops at once: 
 abandoned (connections aborted, calls cancelled), as clients that go away would.
 
 Time is ``time.monotonic()`` throughout: one clock for every process on the machine, so a schedule made
-in one process holds in another.
+in one process holds in another. The ``asyncio.sleep`` calls here are the load's own schedule (the next
+paced send, the timeout sweep), never a wait for the server to reach some state.
+
+One module on purpose (~700 lines): the REST and gRPC loads share the shapes, the schedule, the tally and
+its recorder, and both users import one name. If it grows, the two transports' drivers are the seam.
 """
 
 from __future__ import annotations
