@@ -25,7 +25,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from modelserve.transport.http.connections import ConnectionLimits, guarded_protocol
+from modelserve.config import HttpSettings
+from modelserve.transport.http.connections import guarded_protocol
 
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
 REQUEST = (
@@ -88,10 +89,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    limits = ConnectionLimits(
-        idle_timeout_s=30, header_timeout_s=10, body_timeout_s=10, min_body_rate=16384, max_connections=4096
-    )
-    guarded = guarded_protocol(limits)
+    guarded = guarded_protocol(HttpSettings())  # the defaults
     bare: list[float] = []
     with_guards: list[float] = []
     await per_request_us(HttpToolsProtocol, 2000)  # warm-up

@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from modelserve.transport.http.connections import REFUSED, ConnectionLimits, guarded_protocol
+from modelserve.config import HttpSettings
+from modelserve.transport.http.connections import REFUSED, guarded_protocol
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,14 +74,7 @@ def test_refused_connections_back_off_doubling_and_reset_on_an_answer() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     async def scenario(loop: RecordingLoop) -> None:
-        limits = ConnectionLimits(
-            idle_timeout_s=30,
-            header_timeout_s=10,
-            body_timeout_s=10,
-            min_body_rate=1,
-            max_connections=8,
-            refusal_backoff_max_s=0.004,
-        )
+        limits = HttpSettings(max_connections=8, refusal_backoff_max_ms=4)
         protocol_class = guarded_protocol(limits)
         config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_level="warning")
         config.load()

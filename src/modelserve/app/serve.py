@@ -29,7 +29,7 @@ from modelserve.repository.release import limit_malloc_arenas
 from modelserve.transport.grpc.admission import InferenceCallLimit
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
-from modelserve.transport.http.connections import ConnectionLimits, guarded_protocol
+from modelserve.transport.http.connections import guarded_protocol
 from modelserve.transport.http.dashboard_assets import DashboardAssets
 from modelserve.transport.http.metrics_app import MetricsApp
 
@@ -90,18 +90,7 @@ class Server:
         self._stop.set()
 
     def _listener(self, app: HttpApp | MetricsApp, port: int, metrics: ServerMetrics | None) -> _UvicornServer:
-        http = self.settings.http
-        protocol = guarded_protocol(
-            ConnectionLimits(
-                idle_timeout_s=http.idle_timeout_s,
-                header_timeout_s=http.header_timeout_s,
-                body_timeout_s=http.body_timeout_s,
-                min_body_rate=http.min_body_rate,
-                max_connections=http.max_connections,
-                refusal_backoff_max_s=http.refusal_backoff_max_ms / 1000,
-            ),
-            metrics.count_closed_connection if metrics is not None else None,
-        )
+        protocol = guarded_protocol(self.settings.http, metrics.count_closed_connection if metrics else None)
         return _UvicornServer(
             uvicorn.Config(
                 app,
@@ -112,7 +101,8 @@ class Server:
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
-                timeout_keep_alive=int(http.idle_timeout_s) or 1,  # replaced by the protocol's own idle timer
+                timeout_keep_alive=int(self.settings.http.idle_timeout_s)
+                or 1,  # replaced by the protocol's own idle timer
                 server_header=False,
                 date_header=False,
                 # Nothing reads the client's address, so uvicorn's X-Forwarded-For middleware (on by default,

@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["READ_AT", "REFUSED", "ConnectionLimits", "guarded_protocol"]
+from modelserve.config import HttpSettings
+
+__all__ = ["READ_AT", "REFUSED", "guarded_protocol"]
 
 # The ASGI scope key holding time.monotonic() when the request's headers were read (an extension key:
 # ASGI servers may add their own).
@@ -45,16 +46,6 @@ READ_AT = "modelserve.read_at"
 REFUSED = "modelserve.refused"
 # The first pause after a refusal; each further refusal in a row on the connection doubles it.
 _FIRST_REFUSAL_PAUSE_S = 0.001
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    idle_timeout_s: float
-    header_timeout_s: float
-    body_timeout_s: float
-    min_body_rate: int  # bytes per second
-    max_connections: int
-    refusal_backoff_max_s: float = 0.0  # 0: a refused connection is read again at once
 
 
 def _response(status: bytes, message: bytes, extra: bytes = b"") -> bytes:
@@ -82,9 +73,11 @@ _OVER_CAPACITY = _response(
 CLOSE_REASONS = ("idle_timeout", "header_timeout", "body_timeout", "over_capacity")
 
 
-def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol class with ``limits`` applied (``uvicorn.Config(http=...)`` takes a
-    class). ``on_close(reason)`` is told of each connection a guard closed (one of :data:`CLOSE_REASONS`)."""
+def guarded_protocol(limits: HttpSettings, on_close: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol class with the ``http.*`` guards of ``limits`` applied
+    (``uvicorn.Config(http=...)`` takes a class). ``on_close(reason)`` is told of each connection a guard
+    closed (one of :data:`CLOSE_REASONS`)."""
+    refusal_backoff_max_s = limits.refusal_backoff_max_ms / 1000  # 0: a refused connection is read at once
 
     def closed(reason: str) -> None:
         if on_close is not None:
@@ -152,7 +145,7 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not limits.refusal_backoff_max_s or self.pipeline or self.transport.is_closing():
+            if not refusal_backoff_max_s or self.pipeline or self.transport.is_closing():
                 return
             cycle: Any = self.cycle
             if cycle is None or not cycle.scope.get(REFUSED):
@@ -163,7 +156,7 @@ def guarded_protocol(limits: ConnectionLimits, on_close: Callable[[str], None] |
             # Retry-After, then costs the server one refusal per pause instead of as many as it can send;
             # one refused now and then (k = 1) waits a millisecond.
             self._refusals_in_a_row = min(self._refusals_in_a_row + 1, 32)
-            pause = min(_FIRST_REFUSAL_PAUSE_S * 2 ** (self._refusals_in_a_row - 1), limits.refusal_backoff_max_s)
+            pause = min(_FIRST_REFUSAL_PAUSE_S * 2 ** (self._refusals_in_a_row - 1), refusal_backoff_max_s)
             self.flow.pause_reading()
             self.loop.call_later(pause, self._resume_after_refusal)
 
