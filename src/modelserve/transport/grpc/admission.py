@@ -36,13 +36,19 @@ import grpc
 
 from modelserve.config import GrpcSettings
 
-__all__ = ["INFERENCE_METHODS", "RETRY_PUSHBACK_KEY", "InferenceCallLimit"]
+__all__ = ["INFERENCE_METHODS", "RETRY_PUSHBACK_KEY", "InferenceCallLimit", "pushback_metadata"]
 
 INFERENCE_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ModelInfer", "/inference.GRPCInferenceService/ModelStreamInfer"}
 )
 # gRPC's retry design (A6): the server's hint, in milliseconds, of when a client may retry.
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def pushback_metadata(retry_pushback_ms: int) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata every overload refusal carries (built once per owner, not per call)."""
+    return ((RETRY_PUSHBACK_KEY, str(retry_pushback_ms)),)
+
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
@@ -63,7 +69,7 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
             f"minus grpc.reserved_threads={settings.reserved_threads} kept for health and metadata); "
             "retry later or add replicas"
         )
-        self._pushback = ((RETRY_PUSHBACK_KEY, str(settings.retry_pushback_ms)),)
+        self._pushback = pushback_metadata(settings.retry_pushback_ms)
         self._in_flight = 0
         self._lock = threading.Lock()
         # method -> (the handler grpcio gave us, our wrapper of it): wrapped once, not per call.

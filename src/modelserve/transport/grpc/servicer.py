@@ -42,7 +42,7 @@ from modelserve.protocol.grpc_codec import (
 )
 from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dataplane import DataPlane
-from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY
+from modelserve.transport.grpc.admission import pushback_metadata
 from modelserve.transport.grpc.errors import GRPC_STATUS
 
 __all__ = ["InferenceServicer", "add_to_server"]
@@ -72,7 +72,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         retry_pushback_ms: int = 100,
         observe_rejection: Callable[[float], None] | None = None,
     ) -> None:
-        self._pushback = ((RETRY_PUSHBACK_KEY, str(retry_pushback_ms)),)
+        self._pushback = pushback_metadata(retry_pushback_ms)
         self._observe_rejection = observe_rejection
         self._api = api
         self._limits = limits
