@@ -161,20 +161,8 @@ class DirectScheduler:
                 taken.add_done_callback(partial(self._start_granted, ran, request, output_names, start))
                 queued_outputs: dict[str, np.ndarray] = yield WaitFor(ran, partial(self._withdraw, taken, ran))
                 return queued_outputs
-            runtime = taken
-            queued = clock.now_ns()
-            self._stats.record_queue(queued - start)
             outputs: dict[str, np.ndarray] = yield RunBlocking(
-                partial(
-                    self._single.run_lent,
-                    runtime,
-                    request,
-                    output_names,
-                    queued,
-                    admission=self._admission,
-                    give_back=self._pool.release,
-                ),
-                self._executor,
+                partial(self._run, taken, request, output_names, start), self._executor
             )
             return outputs
         except Exception as exc:
@@ -225,16 +213,23 @@ class DirectScheduler:
         output_names: Sequence[str],
         start_ns: int,
     ) -> None:
-        queued = self._clock.now_ns()
-        self._stats.record_queue(queued - start_ns)
         try:
-            outputs = self._single.run_lent(
-                runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
-            )
+            outputs = self._run(runtime, request, output_names, start_ns)
         except Exception as exc:
             ran.set_exception(exc)
         else:
             ran.set_result(outputs)
+
+    def _run(
+        self, runtime: Runtime, request: InferRequest, output_names: Sequence[str], start_ns: int
+    ) -> dict[str, np.ndarray]:
+        """On the thread that runs it (the executor's, or a gRPC call's): the wait so far is the request's
+        queue time, then the call on the lent instance, which is given back here."""
+        queued = self._clock.now_ns()
+        self._stats.record_queue(queued - start_ns)
+        return self._single.run_lent(
+            runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
+        )
 
     def _withdraw(
         self, taken: concurrent.futures.Future[Runtime], ran: concurrent.futures.Future[dict[str, np.ndarray]]
