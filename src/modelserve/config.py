@@ -128,8 +128,14 @@ class GrpcSettings(_Group):
     reserved_threads: int = Field(
         4,
         ge=1,
-        description="Worker threads inference calls may never take: kept for health, readiness and metadata "
-        "calls. Over worker_threads - reserved_threads inference calls, a new one gets UNAVAILABLE at once.",
+        description="Worker threads inference calls may never take: they serve metadata, statistics and "
+        "repository calls (health probes and refusals have threads of their own besides).",
+    )
+    max_waiting_calls: int = Field(
+        32,
+        ge=0,
+        description="Inference calls that may wait for one of the worker_threads - reserved_threads inference "
+        "threads; past that a new inference call gets UNAVAILABLE at once, before it is read.",
     )
     retry_pushback_ms: int = Field(
         100,
@@ -138,17 +144,14 @@ class GrpcSettings(_Group):
         "client should wait before retrying (milliseconds).",
     )
     # Calls over this are refused by grpcio itself (RESOURCE_EXHAUSTED, before any of our code), health
-    # probes included. Calls under it but without a thread wait in the pool's queue, in front of whatever
-    # arrives next; the reserved threads drain that queue, and everything in it is short (probes, metadata,
-    # inference calls refused in microseconds), so a few times worker_threads bounds a probe's wait to a few
-    # quick calls. The old 4,096 let a probe queue behind thousands of calls under a flood.
+    # probes included. Inference calls are bounded well below it by the lanes (transport/grpc/admission.py);
+    # what else waits here is short: probes, metadata, refusals answered in microseconds.
     max_concurrent_rpcs: int = Field(
         2048,
         ge=1,
         description="Calls accepted at once (running or waiting for a thread); over it grpcio answers "
         "RESOURCE_EXHAUSTED, health probes included, so it sits well above the clients a replica expects. "
-        "Inference beyond worker_threads - reserved_threads is refused at once with UNAVAILABLE anyway, so "
-        "the calls waiting here are short. Must exceed worker_threads.",
+        "Must exceed worker_threads + max_waiting_calls.",
     )
     max_stream_inflight: int = Field(
         64,
@@ -166,11 +169,12 @@ class GrpcSettings(_Group):
                 f"({self.worker_threads}): inference calls get the threads not reserved; lower "
                 "grpc.reserved_threads or raise grpc.worker_threads"
             )
-        if self.max_concurrent_rpcs <= self.worker_threads:
+        accepted = self.worker_threads + self.max_waiting_calls
+        if self.max_concurrent_rpcs <= accepted:
             raise ValueError(
-                f"grpc.max_concurrent_rpcs ({self.max_concurrent_rpcs}) must exceed grpc.worker_threads "
-                f"({self.worker_threads}), or grpcio refuses calls (health probes too) before the reserved "
-                "threads are reached; raise grpc.max_concurrent_rpcs"
+                f"grpc.max_concurrent_rpcs ({self.max_concurrent_rpcs}) must exceed grpc.worker_threads + "
+                f"grpc.max_waiting_calls ({accepted}), or grpcio refuses calls (health probes too) before "
+                "the inference lane is full; raise grpc.max_concurrent_rpcs"
             )
         return self
 

@@ -1,9 +1,10 @@
-"""gRPC admission at the front end (``transport/grpc/admission.py``): inference calls never take the worker
-threads reserved for health and metadata, the call over the limit is refused at once with UNAVAILABLE and
-the ``grpc-retry-pushback-ms`` hint, and every call gives its place back however it ends.
+"""gRPC admission at the front end (``transport/grpc/admission.py``): each call runs on its lane's threads,
+inference never takes the threads of health and metadata, the inference call with no room is refused at
+dispatch with UNAVAILABLE and the ``grpc-retry-pushback-ms`` hint, and every call gives its place back
+however it ends.
 
-Through the real server with ``grpc.worker_threads=6`` and ``grpc.reserved_threads=2`` (4 inference
-places), holding calls in a python model that waits for a gate file; and the interceptor's counting alone,
+Through the real server with ``grpc.worker_threads=6``, ``grpc.reserved_threads=2`` and no waiting places
+(4 inference places), holding calls in a python model that waits for a gate file; and the lanes alone,
 with grpcio's handler types and a fake servicer context (the edge), no server.
 """
 
@@ -25,7 +26,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from modelserve.config import GrpcSettings
-from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, InferenceCallLimit
+from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, CallLanes, LaneDispatch
 from tests.app.test_engine import GATED_CONFIG
 from tests.model_builders import iris_repository, write_python_model
 from tests.server_process import ServerProcess, running_server
@@ -81,7 +82,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     repo = iris_repository(folder)
     write_python_model(repo / "gated", GATED_MODEL, GATED_CONFIG.format(folder=folder))
     config = folder / "modelserve.yaml"
-    config.write_text(f"grpc: {{worker_threads: {WORKER_THREADS}, reserved_threads: {RESERVED_THREADS}}}\n")
+    config.write_text(
+        f"grpc: {{worker_threads: {WORKER_THREADS}, reserved_threads: {RESERVED_THREADS}, max_waiting_calls: 0}}\n"
+    )
     with (
         running_server(repo, config=config) as server,
         grpc.insecure_channel(server.grpc_address) as channel,
@@ -309,100 +312,96 @@ class _Details(NamedTuple):
     invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
-def _limit(places: int = 2, observe: Callable[[float], None] | None = None) -> InferenceCallLimit:
-    settings = GrpcSettings(worker_threads=places + 1, reserved_threads=1, retry_pushback_ms=250)
-    return InferenceCallLimit(settings, observe)
+METADATA = "/inference.GRPCInferenceService/ModelMetadata"
 
 
-def _intercepted(limit: InferenceCallLimit, method: str, handler: grpc.RpcMethodHandler) -> Any:
-    return limit.intercept_service(lambda details: handler, _Details(method))
+@pytest.fixture
+def lanes() -> Iterator[CallLanes]:
+    lanes = CallLanes(_settings())
+    yield lanes
+    lanes.shutdown()
 
 
-def test_unit_every_other_method_passes_through_untouched() -> None:
-    limit = _limit()
-    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: "live")
-    assert _intercepted(limit, LIVE, handler) is handler
-    assert limit.intercept_service(lambda details: None, _Details(INFER)) is None  # unknown: grpcio says so
+def _settings(threads: int = 2, waiting: int = 1) -> GrpcSettings:
+    return GrpcSettings(
+        worker_threads=threads + 1, reserved_threads=1, max_waiting_calls=waiting, retry_pushback_ms=250
+    )
 
 
-def test_unit_inference_calls_are_counted_and_the_one_over_the_limit_is_refused() -> None:
+def _dispatch(lanes: CallLanes, observe: Callable[[float], None] | None = None) -> LaneDispatch:
+    return LaneDispatch(_settings(), lanes, observe)
+
+
+def _intercepted(dispatch: LaneDispatch, method: str, handler: grpc.RpcMethodHandler) -> Any:
+    return dispatch.intercept_service(lambda details: handler, _Details(method))
+
+
+def _pool(handler: grpc.RpcMethodHandler) -> Any:
+    behaviour = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    return behaviour.experimental_thread_pool
+
+
+def test_unit_each_method_runs_on_its_lane_and_unknown_ones_stay_unknown(lanes: CallLanes) -> None:
+    dispatch = _dispatch(lanes)
+    unary = grpc.unary_unary_rpc_method_handler(lambda request, context: f"answered {request}")
+    stream = grpc.stream_stream_rpc_method_handler(lambda requests, context: (r * 2 for r in requests))
+    assert _pool(_intercepted(dispatch, LIVE, unary)) is lanes.health
+    assert _pool(_intercepted(dispatch, METADATA, unary)) is lanes.control
+    routed = _intercepted(dispatch, INFER, unary)
+    assert _pool(routed) is lanes.inference
+    assert _intercepted(dispatch, INFER, unary) is routed, "routed once per method, then reused"
+    assert routed.unary_unary("x", FakeContext()) == "answered x", "the behaviour itself is unchanged"
+    assert list(_intercepted(dispatch, STREAM, stream).stream_stream(iter([1, 2]), FakeContext())) == [2, 4]
+    assert dispatch.intercept_service(lambda details: None, _Details(INFER)) is None  # grpcio says UNIMPLEMENTED
+
+
+def test_unit_inference_past_its_threads_and_waiting_places_is_refused_at_dispatch(lanes: CallLanes) -> None:
     costs: list[float] = []
-    limit = _limit(places=2, observe=costs.append)
-    seen: list[int] = []
-    refused: list[FakeContext] = []
+    dispatch = _dispatch(lanes, costs.append)
+    release = threading.Event()
+    started = threading.Semaphore(0)
 
-    def behaviour(inner: Callable[[], Any] | None, context: Any) -> str:
-        seen.append(limit.in_flight)
-        return inner() if inner is not None else "answered"
+    def held() -> None:
+        started.release()
+        release.wait(HELD_TIMEOUT_S)
 
-    handler = grpc.unary_unary_rpc_method_handler(behaviour)
-    wrapped = _intercepted(limit, INFER, handler)
-    assert wrapped is not handler and _intercepted(limit, INFER, handler) is wrapped  # wrapped once, reused
-
-    def third() -> str:
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: "ok")
+    # Two threads and one waiting place: three calls are accepted, the fourth is refused.
+    accepted = [lanes.inference.submit(held) for _ in range(3)]
+    try:
+        for _ in range(2):
+            assert started.acquire(timeout=HELD_TIMEOUT_S)
+        assert lanes.inference.accepted == 3 and not lanes.inference_has_room()
+        refused = _intercepted(dispatch, INFER, handler)
+        assert refused.unary_unary is None and refused.stream_unary is not None, "never waits for the request"
+        assert _pool(refused) is lanes.refusals
         context = FakeContext()
-        refused.append(context)
         with pytest.raises(_Aborted):
-            wrapped.unary_unary(None, context)
-        return "third refused"
+            refused.stream_unary(iter(()), context)
+        assert context.code is grpc.StatusCode.UNAVAILABLE
+        assert "grpc.worker_threads=3 minus grpc.reserved_threads=1 running" in context.details
+        assert "grpc.max_waiting_calls=1 waiting" in context.details
+        assert context.trailing_metadata == ((RETRY_PUSHBACK_KEY, "250"),)
+        assert len(costs) == 1 and costs[0] >= 0
+        streamed = _intercepted(dispatch, STREAM, grpc.stream_stream_rpc_method_handler(lambda r, c: iter(())))
+        assert streamed.stream_stream is not None and _pool(streamed) is lanes.refusals
+        assert _pool(_intercepted(dispatch, LIVE, handler)) is lanes.health, "health is never refused"
+    finally:
+        release.set()
+    for future in accepted:
+        future.result(timeout=HELD_TIMEOUT_S)
+    assert lanes.inference.accepted == 0
+    assert _pool(_intercepted(dispatch, INFER, handler)) is lanes.inference, "room again once they returned"
 
-    # Nested calls are calls in flight at once: the first holds a place while the second runs, and so on.
-    second = lambda: wrapped.unary_unary(third, FakeContext())  # noqa: E731
-    assert wrapped.unary_unary(second, FakeContext()) == "third refused"
-    assert seen == [1, 2], "the refused call never reached the servicer"
-    assert limit.in_flight == 0
-    assert refused[0].code is grpc.StatusCode.UNAVAILABLE
-    assert "grpc.worker_threads=3 minus grpc.reserved_threads=1" in refused[0].details
-    assert refused[0].trailing_metadata == ((RETRY_PUSHBACK_KEY, "250"),)
-    assert len(costs) == 1 and costs[0] >= 0, "the refusal's cost is observed once, the admitted calls' never"
 
-
-def test_unit_a_failing_or_aborted_call_gives_its_place_back() -> None:
-    limit = _limit(places=1)
-
-    def fails(request: Any, context: Any) -> Any:
-        assert limit.in_flight == 1
-        if request == "abort":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad input")
+def test_unit_a_failing_call_gives_its_place_back_and_so_does_one_never_run(lanes: CallLanes) -> None:
+    def fails() -> None:
         raise RuntimeError("the model broke")
 
-    wrapped = _intercepted(limit, INFER, grpc.unary_unary_rpc_method_handler(fails))
-    for request, error in (("abort", _Aborted), ("raise", RuntimeError)):
-        with pytest.raises(error):
-            wrapped.unary_unary(request, FakeContext())
-        assert limit.in_flight == 0
-
-
-def test_unit_a_stream_holds_one_place_until_it_ends_however_it_ends() -> None:
-    limit = _limit(places=1)
-
-    def answers(requests: Iterator[int], context: Any) -> Iterator[int]:
-        for request in requests:
-            yield request * 2
-
-    wrapped = _intercepted(limit, STREAM, grpc.stream_stream_rpc_method_handler(answers))
-
-    # Runs to the end.
-    responses = wrapped.stream_stream(iter([1, 2]), FakeContext())
-    assert limit.in_flight == 0, "a stream grpcio never starts takes no place"
-    assert next(responses) == 2 and limit.in_flight == 1
-    other = FakeContext()
-    with pytest.raises(_Aborted):
-        next(wrapped.stream_stream(iter([5]), other))  # the only place is the first stream's
-    assert other.code is grpc.StatusCode.UNAVAILABLE
-    assert list(responses) == [4] and limit.in_flight == 0
-
-    # Dropped half-way (grpcio stops iterating): closing the generator gives the place back.
-    responses = wrapped.stream_stream(iter([1, 2]), FakeContext())
-    next(responses)
-    responses.close()
-    assert limit.in_flight == 0
-
-    # The call ends (client cancel) while the stream is parked: the callback gives it back, once.
-    context = FakeContext()
-    responses = wrapped.stream_stream(iter([1, 2]), context)
-    next(responses)
-    context.end()
-    assert limit.in_flight == 0
-    responses.close()
-    assert limit.in_flight == 0, "the place was given back twice"
+    with pytest.raises(RuntimeError):
+        lanes.inference.submit(fails).result(timeout=HELD_TIMEOUT_S)
+    assert lanes.inference.accepted == 0
+    lanes.shutdown()
+    with pytest.raises(RuntimeError):
+        lanes.inference.submit(fails)
+    assert lanes.inference.accepted == 0, "a call the shut-down pool refused holds no place"

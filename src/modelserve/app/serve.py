@@ -10,7 +10,6 @@ then the listeners close, once those answers are out; the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -26,7 +25,7 @@ from modelserve.app.engine import Engine
 from modelserve.config import Settings, SettingsError
 from modelserve.observability.metrics import ServerMetrics
 from modelserve.repository.release import limit_malloc_arenas
-from modelserve.transport.grpc.admission import InferenceCallLimit
+from modelserve.transport.grpc.admission import CallLanes, LaneDispatch
 from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
 from modelserve.transport.http.connections import guarded_protocol
@@ -111,11 +110,11 @@ class Server:
             )
         )
 
-    def _grpc_server(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> grpc.Server | None:
+    def _grpc_server(self, engine: Engine, loop: asyncio.AbstractEventLoop, lanes: CallLanes) -> grpc.Server | None:
         settings = self.settings
         observe_rejection = engine.metrics.rejection_observer("grpc") if settings.metrics.enabled else None
         server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=settings.grpc.worker_threads, thread_name_prefix="grpc"),
+            lanes.control,
             options=[
                 ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 2**31 - 1),
@@ -125,9 +124,9 @@ class Server:
                 ("grpc.server_handshake_timeout_ms", int(settings.http.header_timeout_s * 1000)),
             ],
             maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
-            # Inference may hold at most worker_threads - reserved_threads of the pool: health, readiness
-            # and metadata calls always find a thread (transport/grpc/admission.py).
-            interceptors=[InferenceCallLimit(settings.grpc, observe_rejection)],
+            # Each call runs on its lane's threads: health never waits behind inference, and the inference
+            # call with no room is refused at dispatch (transport/grpc/admission.py).
+            interceptors=[LaneDispatch(settings.grpc, lanes, observe_rejection)],
         )
         servicer = InferenceServicer(
             engine.dataplane,
@@ -165,8 +164,9 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         listeners: set[asyncio.Task[None]] = set()
+        grpc_lanes = CallLanes(settings.grpc)
         try:
-            grpc_server = self._grpc_server(engine, loop) if settings.grpc.enabled else None
+            grpc_server = self._grpc_server(engine, loop, grpc_lanes) if settings.grpc.enabled else None
             if settings.grpc.enabled and grpc_server is None:
                 return 2
             http_server = None
@@ -220,6 +220,7 @@ class Server:
                     await asyncio.to_thread(stopped.wait, 5.0)
         finally:
             await engine.stop()
+            grpc_lanes.shutdown()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         log.info("stopped")

@@ -1,48 +1,67 @@
-"""Admission at the gRPC front end: inference calls never take the threads kept for health and metadata.
+"""Admission at the gRPC front end: calls are dispatched to lanes of threads, so inference never delays health.
 
-Why here, and not in the scheduler: grpcio's synchronous server runs every call on a thread of one pool
-of ``grpc.worker_threads``, and a ``ModelInfer`` holds its thread while its request is queued or runs
-(``servicer.py``). Without a limit at the front, the pool fills with inference calls, every further call
-(``ServerLive``, ``ServerReady``, ``ModelMetadata`` and more inference) waits in grpcio's pool queue before
-any of our code sees it, and the scheduler's fast rejections never get a thread to run on. Measured on main:
-1,024 clients, 0 % rejected, p99 1.2 s, while the queue statistics reported a 24 ms mean; with 256 clients
-``ServerLive`` p99 361 ms: long enough for a Kubernetes probe to kill a healthy, busy pod.
+Why here, and not in the scheduler: grpcio's synchronous server runs every call on a pool thread, and a
+``ModelInfer`` holds its thread while its request is queued or runs (``servicer.py``). With one pool, every
+call waits in that pool's one FIFO queue before any of our code sees it: under a flood a ``ServerLive``
+queued behind ~1,000 inference calls, and the threads kept free for it spent their time turning those
+away one by one (measured at 1,024 closed-loop clients on one core: ~200 refusals/s, each seen by its
+client after ~350 ms, liveness p99 414-477 ms: long enough for a Kubernetes probe to kill a healthy pod).
 
-:class:`InferenceCallLimit` lets at most ``worker_threads - reserved_threads`` inference calls hold a
-thread; the next one is answered at once with UNAVAILABLE, a message naming the settings, and the
-``grpc-retry-pushback-ms`` trailing metadata (gRPC's standard retry hint, honoured by clients with a retry
-policy). The reserved threads therefore only ever run short calls: health, metadata, and these refusals.
-``ModelStreamInfer`` counts as one long inference call for as long as its stream is open.
+So the decision is taken when grpcio dispatches the call, on its polling thread, before any queue:
+``intercept_service`` runs there, and grpcio then submits the call to the pool named by the behaviour's
+``experimental_thread_pool`` attribute (grpcio >= 1.66, ``_select_thread_pool_for_behavior``), or to the
+server's pool. :class:`CallLanes` owns one pool per kind of call:
 
-Where the count is taken, checked against grpcio 1.85 ``grpc/_server.py``: ``intercept_service`` runs on
-the server's polling thread when a call is dispatched (``_find_method_handler``), and the handler it returns
-is then submitted to the pool. Counting there would leak: a call refused by ``maximum_concurrent_rpcs``
-after the interceptor ran (``_handle_call``), or cancelled before its request message arrived
-(``_unary_response_in_pool`` skips the behaviour when the request is None), never runs the handler, so
-nothing would give its place back. So the interceptor only wraps the handler, and the wrapper takes a
-place when the call starts on its pool thread and gives it back in ``finally``. A refusal still needs a
-pool thread (trailing metadata can only be sent from a handler; raising in the interceptor becomes
-UNKNOWN), but it holds it for microseconds, on a thread inference cannot take.
+* **inference** (``ModelInfer``, ``ModelStreamInfer``): ``worker_threads - reserved_threads`` threads. A
+  call is accepted while fewer than those threads plus ``grpc.max_waiting_calls`` inference calls are
+  running or waiting for a thread; the next one never enters that queue.
+* **refusals**: one thread that answers the refused inference calls UNAVAILABLE with a message naming the
+  settings and the ``grpc-retry-pushback-ms`` trailing metadata (gRPC's retry hint; clients with a retry
+  policy honour it). A refusal needs a thread (trailing metadata can only be sent from a handler; raising
+  in the interceptor becomes UNKNOWN), but its handler is stream-unary, so the thread never waits for the
+  request message: it answers at once, and no refusal queues behind a long call.
+* **health** (``ServerLive``, ``ServerReady``): two threads that nothing else uses.
+* **control** (everything else: metadata, statistics, repository calls): the server's own pool of
+  ``reserved_threads`` threads.
+
+The count of inference calls is taken where it cannot leak: in the inference pool's ``submit``, given
+back when the submitted call returns, however it ends. Counting in the interceptor would leak, because a
+call refused by grpcio's ``maximum_concurrent_rpcs`` after the interceptor ran is never submitted.
+``ModelStreamInfer`` counts as one inference call for as long as its stream is open (grpcio runs a
+response stream on its pool thread to the end).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from modelserve.config import GrpcSettings
 
-__all__ = ["INFERENCE_METHODS", "RETRY_PUSHBACK_KEY", "InferenceCallLimit", "pushback_metadata"]
+__all__ = [
+    "HEALTH_METHODS",
+    "INFERENCE_METHODS",
+    "RETRY_PUSHBACK_KEY",
+    "CallLanes",
+    "CountingThreadPool",
+    "LaneDispatch",
+    "pushback_metadata",
+]
 
-INFERENCE_METHODS = frozenset(
-    {"/inference.GRPCInferenceService/ModelInfer", "/inference.GRPCInferenceService/ModelStreamInfer"}
-)
+_SERVICE = "/inference.GRPCInferenceService/"
+INFERENCE_METHODS = frozenset({_SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"})
+HEALTH_METHODS = frozenset({_SERVICE + "ServerLive", _SERVICE + "ServerReady"})
 # gRPC's retry design (A6): the server's hint, in milliseconds, of when a client may retry.
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+HEALTH_THREADS = 2
+REFUSAL_THREADS = 1
+
+T = TypeVar("T")
 
 
 def pushback_metadata(retry_pushback_ms: int) -> tuple[tuple[str, str], ...]:
@@ -50,40 +69,87 @@ def pushback_metadata(retry_pushback_ms: int) -> tuple[tuple[str, str], ...]:
     return ((RETRY_PUSHBACK_KEY, str(retry_pushback_ms)),)
 
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+class CountingThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that knows how many submitted calls have not returned yet (running or waiting)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self.threads = max_workers
+        self._accepted = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def accepted(self) -> int:
+        """Calls submitted that have not returned: running on a thread or waiting for one."""
+        return self._accepted
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        with self._count_lock:
+            self._accepted += 1
+        try:
+            return super().submit(self._counted, fn, args, kwargs)
+        except BaseException:  # shut down: nothing will run it, so it holds no place
+            self._returned()
+            raise
+
+    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._returned()
+
+    def _returned(self) -> None:
+        with self._count_lock:
+            self._accepted -= 1
 
 
-class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Counts inference calls holding a gRPC worker thread and refuses the one over the limit at once.
+class CallLanes:
+    """The thread pools of the gRPC server, one per kind of call (see the module docstring)."""
 
-    Thread-safe: the count is one integer under one lock, taken and given back in O(1) with no
-    allocation on the unary path (a stream allocates one small release-once object). Every other
-    method passes through untouched: its handler is returned as it is.
+    def __init__(self, settings: GrpcSettings) -> None:
+        self.control = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.reserved_threads, thread_name_prefix="grpc-control"
+        )
+        self.inference = CountingThreadPool(settings.worker_threads - settings.reserved_threads, "grpc-infer")
+        self.health = concurrent.futures.ThreadPoolExecutor(
+            max_workers=HEALTH_THREADS, thread_name_prefix="grpc-health"
+        )
+        self.refusals = concurrent.futures.ThreadPoolExecutor(
+            max_workers=REFUSAL_THREADS, thread_name_prefix="grpc-refuse"
+        )
+        self.max_inference_calls = self.inference.threads + settings.max_waiting_calls
+
+    def inference_has_room(self) -> bool:
+        return self.inference.accepted < self.max_inference_calls
+
+    def shutdown(self) -> None:
+        """After the server has stopped: let idle threads exit (a call still running finishes first)."""
+        for pool in (self.inference, self.health, self.refusals, self.control):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LaneDispatch(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Sends each call to its lane, and refuses the inference call the inference lane has no room for.
+
+    Runs on grpcio's polling thread for every call: a dictionary lookup and, for inference, one
+    comparison; each method's routed handler is built once and reused.
     """
 
-    def __init__(self, settings: GrpcSettings, observe_rejection: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self, settings: GrpcSettings, lanes: CallLanes, observe_rejection: Callable[[float], None] | None = None
+    ) -> None:
+        self._lanes = lanes
         self._observe_rejection = observe_rejection
-        self._limit = settings.worker_threads - settings.reserved_threads
         self._message = (
             f"the gRPC front end is at its inference call limit (grpc.worker_threads={settings.worker_threads} "
-            f"minus grpc.reserved_threads={settings.reserved_threads} kept for health and metadata); "
-            "retry later or add replicas"
+            f"minus grpc.reserved_threads={settings.reserved_threads} running, grpc.max_waiting_calls="
+            f"{settings.max_waiting_calls} waiting for a thread); retry later or add replicas"
         )
         self._pushback = pushback_metadata(settings.retry_pushback_ms)
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        # method -> (the handler grpcio gave us, our wrapper of it): wrapped once, not per call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    @property
-    def limit(self) -> int:
-        """Inference calls that may hold a worker thread at once."""
-        return self._limit
-
-    @property
-    def in_flight(self) -> int:
-        """Inference calls holding a worker thread now."""
-        return self._in_flight
+        # method -> (the handler grpcio gave us, the same handler sent to its lane): built once, not per call.
+        self._routed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._refusals: dict[str, grpc.RpcMethodHandler] = {}
+        self._refuse_on_lane = _carrying(self._refuse, lanes.refusals)
 
     def intercept_service(
         self,
@@ -91,82 +157,74 @@ class InferenceCallLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: grpcio answers UNIMPLEMENTED itself
         method = handler_call_details.method
-        if handler is None or method not in INFERENCE_METHODS:
-            return handler
-        cached = self._wrapped.get(method)
+        if method in INFERENCE_METHODS and not self._lanes.inference_has_room():
+            return self._refusal(method, handler)
+        cached = self._routed.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler)
-        # Runs on grpcio's one polling thread; a race would only build the same wrapper twice.
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        routed = _on_pool(handler, self._lane_of(method))
+        # Only grpcio's one polling thread calls this; a race would only build the same handler twice.
+        self._routed[method] = (handler, routed)
+        return routed
 
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **serializers)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary), **serializers)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream), **serializers)
-        return grpc.stream_stream_rpc_method_handler(self._streaming(handler.stream_stream), **serializers)
+    def _lane_of(self, method: str) -> concurrent.futures.ThreadPoolExecutor:
+        if method in INFERENCE_METHODS:
+            return self._lanes.inference
+        if method in HEALTH_METHODS:
+            return self._lanes.health
+        return self._lanes.control
 
-    def _enter(self, context: grpc.ServicerContext, started: float) -> None:
-        """Take a place, or answer the call UNAVAILABLE with the pushback (``abort`` raises)."""
-        with self._lock:
-            admitted = self._in_flight < self._limit
-            if admitted:
-                self._in_flight += 1
-        if not admitted:
-            context.set_trailing_metadata(self._pushback)
-            if self._observe_rejection is not None:
-                self._observe_rejection(time.perf_counter() - started)
-            context.abort(grpc.StatusCode.UNAVAILABLE, self._message)
+    def _refusal(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """A handler that answers UNAVAILABLE with the pushback on the refusal lane, without reading the request.
 
-    def _leave(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
+        Built once per method and reused for every refusal.
+        """
+        cached = self._refusals.get(method)
+        if cached is not None:
+            return cached
+        if handler.response_streaming:
+            refusal = grpc.stream_stream_rpc_method_handler(
+                self._refuse_on_lane, response_serializer=handler.response_serializer
+            )
+        else:
+            refusal = grpc.stream_unary_rpc_method_handler(
+                self._refuse_on_lane, response_serializer=handler.response_serializer
+            )
+        self._refusals[method] = refusal
+        return refusal
 
-    def _unary(self, behaviour: Behaviour) -> Behaviour:
-        def bounded(request: Any, context: grpc.ServicerContext) -> Any:
-            self._enter(context, time.perf_counter())
-            try:
-                return behaviour(request, context)
-            finally:
-                self._leave()
-
-        return bounded
-
-    def _streaming(self, behaviour: Behaviour) -> Behaviour:
-        def bounded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            # A generator: the place is taken on the first next(), on the call's pool thread, so a
-            # generator grpcio never starts never takes one.
-            self._enter(context, time.perf_counter())
-            release = _ReleaseOnce(self._leave)
-            # The finally below runs when grpcio finishes or drops the iterator; the callback covers a call
-            # that ends (cancelled, deadline) while the iterator is parked, whichever comes first.
-            context.add_callback(release)
-            try:
-                yield from behaviour(request, context)
-            finally:
-                release()
-
-        return bounded
+    def _refuse(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        # The server's own time per refusal (what the histogram reports, as REST's does): on its lane thread,
+        # from the start of the handler. Waiting for that thread is the client's latency, not our cost.
+        started = time.perf_counter()
+        context.set_trailing_metadata(self._pushback)
+        if self._observe_rejection is not None:
+            self._observe_rejection(time.perf_counter() - started)
+        context.abort(grpc.StatusCode.UNAVAILABLE, self._message)
 
 
-class _ReleaseOnce:
-    """Calls ``leave`` the first time it is called, from whichever thread; later calls do nothing."""
+def _on_pool(handler: grpc.RpcMethodHandler, pool: concurrent.futures.ThreadPoolExecutor) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour run on ``pool`` (grpcio reads the behaviour's ``experimental_thread_pool``)."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_carrying(handler.unary_unary, pool), **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_carrying(handler.stream_unary, pool), **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_carrying(handler.unary_stream, pool), **serializers)
+    return grpc.stream_stream_rpc_method_handler(_carrying(handler.stream_stream, pool), **serializers)
 
-    __slots__ = ("_leave", "_pending")
 
-    def __init__(self, leave: Callable[[], None]) -> None:
-        self._leave = leave
-        self._pending = threading.Lock()
+def _carrying(behaviour: Callable[..., Any], pool: concurrent.futures.ThreadPoolExecutor) -> Callable[..., Any]:
+    # A bound method cannot take attributes, so the pool rides on a plain function that calls it.
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        return behaviour(request, context)
 
-    def __call__(self) -> None:
-        if self._pending.acquire(blocking=False):
-            self._leave()
+    run.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return run
