@@ -18,6 +18,15 @@ from modelserve.config import SettingsError, load_settings
 __all__ = ["main"]
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers or 'auto'") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelserve",
@@ -47,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML settings file; flags override its values",
     )
     serve.add_argument("--host", default=None, help="address to bind [server.host, default 127.0.0.1]")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="server processes sharing the ports, each with its own models; auto = the CPUs available "
+        "[server.workers, default 1]",
+    )
     serve.add_argument("--http-port", type=int, default=None, help="REST port [http.port, default 8000]")
     serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port [grpc.port, default 8001]")
     serve.add_argument(
@@ -301,6 +318,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     put("repository", "path", args.model_repository)
     put("server", "host", args.host)
+    put("server", "workers", args.workers)
     put("http", "port", args.http_port)
     put("grpc", "port", args.grpc_port)
     put("metrics", "port", args.metrics_port)
@@ -337,6 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"modelserve: {exc}", file=sys.stderr)
         return 2
-    from modelserve.app.serve import run
+    from modelserve.app.workers import serve
 
-    return run(settings)
+    return serve(settings)

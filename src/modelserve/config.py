@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -57,6 +57,12 @@ class ControlMode(enum.StrEnum):
 
 class ServerSettings(_Group):
     host: str = Field("127.0.0.1", description="Address both listeners bind; 127.0.0.1 unless you mean it.")
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Server processes sharing the ports, each a whole server with its own models (memory "
+        "budget per process); 'auto' = the CPUs this process may use (affinity and cgroup quota). Over 1, a "
+        "supervisor starts them, restarts one that dies and drains all on SIGTERM.",
+    )
     drain_timeout_s: float = Field(30.0, gt=0, description="On SIGTERM, longest wait for in-flight requests.")
     max_inflight_requests: int = Field(
         2048, ge=1, description="Global cap on admitted requests; over it a request gets 503 at once."
@@ -67,6 +73,13 @@ class ServerSettings(_Group):
         "rules and the prediction log read them; no other header is read. x-request-id is read too (over gRPC only "
         "when this list is not empty).",
     )
+
+    @field_validator("workers")
+    @classmethod
+    def _worker_count(cls, workers: int | str) -> int | str:
+        if isinstance(workers, int) and not 1 <= workers <= 256:
+            raise ValueError(f"server.workers must be 1-256 or 'auto', not {workers}")
+        return workers
 
     @field_validator("context_headers")
     @classmethod

@@ -15,13 +15,15 @@ import gc
 import logging
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import grpc
 import uvicorn
 
 from modelserve import __version__
 from modelserve.app.engine import Engine
+from modelserve.app.workers import WorkerSlot, reuseport_socket
 from modelserve.config import Settings, SettingsError
 from modelserve.observability.metrics import ServerMetrics
 from modelserve.repository.release import limit_malloc_arenas
@@ -81,12 +83,32 @@ class _UvicornServer(uvicorn.Server):
 class Server:
     """One modelserve process: an :class:`Engine` plus its REST, gRPC and metrics listeners."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slot: WorkerSlot | None = None) -> None:
         self.settings = settings
+        self._slot = slot
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def _serve(self, server: _UvicornServer, port: int) -> Coroutine[Any, Any, None]:
+        """Start a listener: a worker binds its port beside its siblings (``SO_REUSEPORT``, app/workers.py)."""
+        if self._slot is None:
+            return server.serve()
+        return server.serve(sockets=[reuseport_socket(self.settings.server.host, port)])
+
+    def _watch_supervisor(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A worker stops itself if its supervisor dies (the sentinel reads end of file)."""
+        fd = self._slot.supervisor_fd if self._slot is not None else -1
+        if fd < 0:
+            return
+
+        def gone() -> None:
+            loop.remove_reader(fd)
+            log.error("the supervisor is gone; this worker stops")
+            self.request_stop()
+
+        loop.add_reader(fd, gone)
 
     def _listener(self, app: HttpApp | MetricsApp, port: int, metrics: ServerMetrics | None) -> _UvicornServer:
         protocol = guarded_protocol(self.settings.http, metrics.count_closed_connection if metrics else None)
@@ -118,7 +140,8 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 2**31 - 1),
-                ("grpc.so_reuseport", 0),
+                # Off for one process, so a port already taken fails the bind; workers share theirs.
+                ("grpc.so_reuseport", 0 if self._slot is None else 1),
                 # A connection that has not finished its HTTP/2 preface and settings by then is closed (a
                 # stalled client holds no slot past it), like REST's header deadline.
                 ("grpc.server_handshake_timeout_ms", int(settings.http.header_timeout_s * 1000)),
@@ -185,12 +208,15 @@ class Server:
             metrics_server = None
             if settings.metrics.port is not None:
                 metrics_server = self._listener(MetricsApp(engine.metrics), settings.metrics.port, engine.metrics)
+            self._watch_supervisor(loop)
+            if self._slot is not None and self._slot.restart:
+                await engine.wait_loaded()
             async with asyncio.TaskGroup() as group:
                 if grpc_server is not None:
                     grpc_server.start()
-                for server in (http_server, metrics_server):
-                    if server is not None:
-                        listeners.add(group.create_task(server.serve()))
+                for server, port in ((http_server, settings.http.port), (metrics_server, settings.metrics.port)):
+                    if server is not None and port is not None:
+                        listeners.add(group.create_task(self._serve(server, port)))
                 log.info(
                     "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
                     __version__,
@@ -229,8 +255,9 @@ class Server:
         return 0
 
 
-def run(settings: Settings) -> int:
-    """Run a server until SIGTERM/SIGINT; returns the exit code."""
+def run(settings: Settings, slot: WorkerSlot | None = None) -> int:
+    """Run a server until SIGTERM/SIGINT; returns the exit code. ``slot``: this process is one of the
+    supervisor's workers (app/workers.py)."""
     try:
         import uvloop
 
@@ -238,4 +265,4 @@ def run(settings: Settings) -> int:
     except ImportError:  # uvloop is optional on platforms without it
         runner = asyncio.Runner()
     with runner:
-        return runner.run(Server(settings).run())
+        return runner.run(Server(settings, slot).run())
