@@ -124,9 +124,14 @@ def mlserver_spec(model: str, repo: Path = PEER_REPO, name: str = "mlserver", sh
 
 
 def modelserve_spec(
-    model: str, repo: Path = MODELSERVE_REPO, name: str = "modelserve", config: Path | None = None
+    model: str,
+    repo: Path = MODELSERVE_REPO,
+    name: str = "modelserve",
+    config: Path | None = None,
+    workers: str | None = None,
 ) -> ServerSpec:
-    """modelserve serving repo (which must hold model); config: an optional --config YAML."""
+    """modelserve serving repo (which must hold model); config: an optional --config YAML; workers: its
+    --workers (N or auto; None: the default, one process)."""
     http_port, grpc_port = free_ports(2)
     if not MODELSERVE_BIN.exists():
         raise SystemExit(f"missing {MODELSERVE_BIN} (install the project, or use --only mlserver)")
@@ -136,6 +141,7 @@ def modelserve_spec(
         str(MODELSERVE_BIN), "serve", "--model-repository", str(repo),
         "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         *(["--config", str(config)] if config is not None else []),
+        *(["--workers", workers] if workers is not None else []),
     ]  # fmt: skip
     return ServerSpec(name, command, {}, http_port, grpc_port, {"http": [], "grpc": []})
 

@@ -90,24 +90,29 @@ def measure_server(spec: ServerSpec, args: argparse.Namespace, out_dir: Path, re
 
 def markdown(results: list[Measurement], args: argparse.Namespace, header: Sequence[str]) -> str:
     by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
+    # One row per modelserve variant (the default server, or each --workers value) against MLServer.
+    variants = list(dict.fromkeys(m.server for m in results if m.server != "mlserver")) or ["modelserve"]
     lines = [*header, ""]
     lines.append(
-        "| protocol | conc | modelserve infer/s | MLServer infer/s | ratio "
+        "| protocol | conc | server | modelserve infer/s | MLServer infer/s | ratio "
         "| modelserve p50 ms | MLServer p50 ms | ratio | modelserve p99 ms | MLServer p99 ms | ratio |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     errors = []
     for protocol in args.protocols:
         for concurrency in args.concurrency:
-            ms = by_key.get(("modelserve", protocol, concurrency))
             ml = by_key.get(("mlserver", protocol, concurrency))
-            cells = [protocol.upper() if protocol == "http" else "gRPC", str(concurrency)]
-            for attr, scale, digits in (("throughput", 1.0, 0), ("p50_us", 1000.0, 2), ("p99_us", 1000.0, 2)):
-                a = getattr(ms, attr) if ms else None
-                b = getattr(ml, attr) if ml else None
-                cells += [fmt(a, scale, digits), fmt(b, scale, digits), ratio(a, b)]
-            lines.append("| " + " | ".join(cells) + " |")
-            errors += [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in (ms, ml) if m and not m.ok]
+            for variant in variants:
+                ms = by_key.get((variant, protocol, concurrency))
+                cells = [protocol.upper() if protocol == "http" else "gRPC", str(concurrency), variant]
+                for attr, scale, digits in (("throughput", 1.0, 0), ("p50_us", 1000.0, 2), ("p99_us", 1000.0, 2)):
+                    a = getattr(ms, attr) if ms else None
+                    b = getattr(ml, attr) if ml else None
+                    cells += [fmt(a, scale, digits), fmt(b, scale, digits), ratio(a, b)]
+                lines.append("| " + " | ".join(cells) + " |")
+                errors += [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in (ms,) if m and not m.ok]
+            if ml and not ml.ok:
+                errors.append(f"- {ml.server} {ml.protocol} c={ml.concurrency}: {ml.error}")
     lines += [
         "",
         "Ratios are modelserve / MLServer: throughput > 1 and latency < 1 favour modelserve.",
@@ -125,6 +130,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="iris", help="model name in both repositories (default: iris)")
     p.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     p.add_argument("--max-trials", type=int, default=6, help="perf_analyzer windows before giving up")
+    p.add_argument(
+        "--workers",
+        type=lambda text: [None if w == "default" else w for w in text.split(",")],
+        default=[None],
+        help="modelserve --workers values to run, one server each, e.g. default,2 (default: default)",
+    )
     p.add_argument("--server-cpus", default="0", help="taskset CPU list for the server ('' = no pinning)")
     p.add_argument("--client-cpus", default="1", help="taskset CPU list for perf_analyzer ('' = no pinning)")
     return p.parse_args(argv)
@@ -136,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_perf_analyzer()
     wanted = [s for s in SERVERS if args.only in ("both", s)]
     # Build every spec first, so a missing prerequisite fails before any measurement.
-    specs = [mlserver_spec(args.model) if s == "mlserver" else modelserve_spec(args.model) for s in wanted]
+    specs = [mlserver_spec(args.model) for s in wanted if s == "mlserver"]
+    for workers in args.workers if "modelserve" in wanted else []:
+        name = "modelserve" if workers is None else f"modelserve-workers-{workers}"
+        specs.append(modelserve_spec(args.model, name=name, workers=workers))
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = RESULTS / stamp

@@ -16,6 +16,7 @@ import logging
 import resource
 import signal
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,8 +24,10 @@ import uvicorn
 
 from modelserve import __version__
 from modelserve.app.engine import Engine
+from modelserve.app.siblings import SiblingWorkers, serve_siblings, socket_path
 from modelserve.app.workers import WorkerSlot, reuseport_socket
-from modelserve.config import Settings, SettingsError
+from modelserve.config import ControlMode, Settings, SettingsError
+from modelserve.core.errors import ModelServeError
 from modelserve.observability.metrics import ServerMetrics
 from modelserve.repository.release import limit_malloc_arenas
 from modelserve.transport.grpc.admission import CallLanes, LaneDispatch
@@ -96,6 +99,32 @@ class Server:
         if self._slot is None:
             return server.serve()
         return server.serve(sockets=[reuseport_socket(self.settings.server.host, port)])
+
+    async def _join_siblings(self, engine: Engine) -> asyncio.Server | None:
+        """A worker answers its siblings' calls and carries its lifecycle changes to them (app/siblings.py)."""
+        if self._slot is None:
+            return None
+        control = Path(self._slot.control_dir)
+        engine.dataplane.siblings = SiblingWorkers(control, self._slot.index, self._slot.count)
+        return await serve_siblings(
+            socket_path(control, self._slot.index), engine.dataplane.local_view(), engine.metrics.render
+        )
+
+    async def _catch_up(self, engine: Engine) -> None:
+        """A worker that listens late (``WorkerSlot.listens_before_loaded``), before it listens: its start-up
+        models, then whatever its siblings loaded through the API, so it serves what they serve."""
+        await engine.wait_loaded()
+        siblings = engine.dataplane.siblings
+        if siblings is None or self.settings.repository.control_mode is not ControlMode.EXPLICIT:
+            return
+        loaded = {entry.name for entry in engine.dataplane.repository_index(ready_only=True)}
+        local = engine.dataplane.local_view()
+        for name in await siblings.loaded_models():
+            if name not in loaded:
+                try:
+                    await local.load_model(name, {})
+                except ModelServeError as exc:
+                    log.error("cannot load '%s', which the other workers serve: %s", name, exc.message)
 
     def _watch_supervisor(self, loop: asyncio.AbstractEventLoop) -> None:
         """A worker stops itself if its supervisor dies (the sentinel reads end of file)."""
@@ -188,6 +217,7 @@ class Server:
             loop.add_signal_handler(signum, self.request_stop)
         listeners: set[asyncio.Task[None]] = set()
         grpc_lanes = CallLanes(settings.grpc)
+        sibling_server = await self._join_siblings(engine)
         try:
             grpc_server = self._grpc_server(engine, loop, grpc_lanes) if settings.grpc.enabled else None
             if settings.grpc.enabled and grpc_server is None:
@@ -207,10 +237,11 @@ class Server:
                 http_server = self._listener(http_app, settings.http.port, http_app_metrics)
             metrics_server = None
             if settings.metrics.port is not None:
-                metrics_server = self._listener(MetricsApp(engine.metrics), settings.metrics.port, engine.metrics)
+                metrics_app = MetricsApp(engine.metrics, engine.dataplane.siblings)
+                metrics_server = self._listener(metrics_app, settings.metrics.port, engine.metrics)
             self._watch_supervisor(loop)
-            if self._slot is not None and self._slot.restart:
-                await engine.wait_loaded()
+            if self._slot is not None and not self._slot.listens_before_loaded:
+                await self._catch_up(engine)
             async with asyncio.TaskGroup() as group:
                 if grpc_server is not None:
                     grpc_server.start()
@@ -245,6 +276,8 @@ class Server:
                     stopped = grpc_server.stop(grace=1.0)
                     await asyncio.to_thread(stopped.wait, 5.0)
         finally:
+            if sibling_server is not None:
+                sibling_server.close()
             await engine.stop()
             grpc_lanes.shutdown()
             for signum in (signal.SIGTERM, signal.SIGINT):

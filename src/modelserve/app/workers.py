@@ -31,8 +31,10 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -66,12 +68,19 @@ class WorkerSlot:
 
     index: int
     count: int
-    # A replacement for a worker that died: it listens only once its models are loaded, so the kernel
-    # sends no connection to it before it can serve (its siblings serve meanwhile). A first start listens
-    # at once, as one server does: live while loading, ready when loaded.
+    # A replacement for a worker that died (see listens_before_loaded).
     restart: bool = False
+    # The supervisor's private folder (mode 0700) where each worker listens for its siblings' calls.
+    control_dir: str = ""
     # Readable (end of file) once the supervisor is gone; -1 when there is no supervisor to watch.
     supervisor_fd: int = -1
+
+    @property
+    def listens_before_loaded(self) -> bool:
+        """Only worker 0's first process listens at once, as one server does (live while loading, ready when
+        loaded). Every other worker, and every replacement, listens once its models are loaded, so the kernel
+        never hands a connection to a worker that cannot serve it yet: its siblings serve meanwhile."""
+        return self.index == 0 and not self.restart
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -150,7 +159,7 @@ def _worker_main(settings: Settings, slot: WorkerSlot, log_level: int) -> None:
     """A worker process: a whole server (``serve.run``) that knows its slot; exits with its exit code."""
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else -1
-    slot = WorkerSlot(slot.index, slot.count, slot.restart, sentinel)
+    slot = WorkerSlot(slot.index, slot.count, slot.restart, slot.control_dir, sentinel)
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s %(levelname)s worker-{slot.index} %(name)s: %(message)s",
@@ -180,12 +189,13 @@ class _Supervisor:
 
     def __post_init__(self) -> None:
         self._context = multiprocessing.get_context("spawn")
+        self._control_dir = tempfile.mkdtemp(prefix="modelserve-workers-")  # mode 0700: this user only
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
         self.workers = [_Worker(index) for index in range(self.count)]
 
     def _start(self, worker: _Worker) -> None:
-        slot = WorkerSlot(worker.index, self.count, restart=worker.process_count > 0)
+        slot = WorkerSlot(worker.index, self.count, restart=worker.process_count > 0, control_dir=self._control_dir)
         process = self._context.Process(
             target=_worker_main,
             args=(self.settings, slot, self.log_level),
@@ -215,6 +225,7 @@ class _Supervisor:
             for fd in (self._wake_read, self._wake_write):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            shutil.rmtree(self._control_dir, ignore_errors=True)
 
     def _supervise(self) -> int:
         while not self.stopping:

@@ -6,6 +6,7 @@ transports cannot disagree on what a field means.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from google.protobuf import json_format
@@ -14,9 +15,16 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from modelserve.observability.statistics import Duration, ModelVersionStatistics
 from modelserve.repository.manager import IndexEntry
 from modelserve.repository.model_config import ModelConfig
-from modelserve.service.dataplane import ModelMetadata
+from modelserve.service.dataplane import DataPlane, ModelMetadata
 
-__all__ = ["config_document", "index_document", "metadata_document", "statistics_document"]
+__all__ = [
+    "config_document",
+    "index_document",
+    "merge_statistics_documents",
+    "metadata_document",
+    "statistics_document",
+    "statistics_everywhere",
+]
 
 
 def metadata_document(metadata: ModelMetadata) -> dict[str, Any]:
@@ -133,3 +141,50 @@ def index_document(entries: list[IndexEntry], *, with_details: bool = False) -> 
                 item["cold_start_ms"] = round(entry.cold_start_ms, 2)
         out.append(item)
     return out
+
+
+async def statistics_everywhere(api: DataPlane, name: str, version: str) -> dict[str, Any]:
+    """The statistics document both transports send: this worker's, summed with its siblings' when the
+    server runs several workers (``server.workers``), so any worker answers for the whole server."""
+    local = statistics_document(await api.statistics(name, version))
+    if api.siblings is None:
+        return local
+    return merge_statistics_documents([local, *await api.siblings.statistics_documents(name, version)])
+
+
+def merge_statistics_documents(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' statistics documents as one (``server.workers``): each version's counts and
+    durations summed, its last inference the latest, its batch sizes merged by size, its memory summed
+    (every worker holds its own copy of the model). A version only some workers report is kept as they
+    report it; the first document's order is kept."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for document in documents:
+        for entry in document.get("model_stats", []):
+            key = (entry["name"], entry["version"])
+            if key not in merged:
+                merged[key] = copy.deepcopy(entry)
+                continue
+            into = merged[key]
+            into["last_inference"] = max(into["last_inference"], entry["last_inference"])
+            into["inference_count"] += entry["inference_count"]
+            into["execution_count"] += entry["execution_count"]
+            for phase, duration in entry["inference_stats"].items():
+                _add_duration(into["inference_stats"].setdefault(phase, dict(_EMPTY)), duration)
+            batches = {b["batch_size"]: b for b in into["batch_stats"]}
+            for batch in entry["batch_stats"]:
+                if batch["batch_size"] not in batches:
+                    batches[batch["batch_size"]] = copy.deepcopy(batch)
+                    continue
+                for phase in ("compute_input", "compute_infer", "compute_output"):
+                    _add_duration(batches[batch["batch_size"]][phase], batch[phase])
+            into["batch_stats"] = [batches[size] for size in sorted(batches)]
+            memory = sum(m["byte_size"] for m in into["memory_usage"]) + sum(
+                m["byte_size"] for m in entry["memory_usage"]
+            )
+            into["memory_usage"] = [{"type": "CPU", "id": 0, "byte_size": memory}] if memory else []
+    return {"model_stats": list(merged.values())}
+
+
+def _add_duration(into: dict[str, int], other: dict[str, int]) -> None:
+    into["count"] += other["count"]
+    into["ns"] += other["ns"]

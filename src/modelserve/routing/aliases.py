@@ -98,6 +98,11 @@ class AliasStore:
                 self._cache.setdefault(model, cached)
         return cached
 
+    def forget(self, model: str) -> None:
+        """Drop the cached aliases of ``model``: the next read comes from the file (another process wrote it)."""
+        with self._lock:
+            self._cache.pop(model, None)
+
     def is_cached(self, model: str) -> bool:
         return model in self._cache
 

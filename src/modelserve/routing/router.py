@@ -87,6 +87,12 @@ class Router:
             raise RoutingError(f"unknown model '{name}': no such model in the repository")
         return dict(await asyncio.to_thread(self._aliases.aliases, name))
 
+    async def reload_aliases(self, name: str) -> None:
+        """Read ``name``'s aliases from its file again (another worker moved one)."""
+        check_model_name(name)
+        self._aliases.forget(name)
+        await asyncio.to_thread(self._aliases.aliases, name)
+
     async def set_alias(self, name: str, alias: str, version: str) -> Alias:
         """Point ``alias`` at a loaded ``version`` (persisted). Raises when the version is not loaded."""
         check_model_name(name)

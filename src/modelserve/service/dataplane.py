@@ -10,6 +10,7 @@ async or the blocking driver (``core/steps.py``).
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from modelserve.routing.aliases import Alias
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.service.classification import classify
+from modelserve.service.siblings import Siblings
 from modelserve.service.validation import DeclaredInputs, check_declared_inputs, output_names_for, validate_inputs
 
 __all__ = ["EXTENSIONS", "DataPlane", "ModelMetadata", "TensorMetadata"]
@@ -92,6 +94,15 @@ class DataPlane:
         self._model_control_mode = model_control_mode
         self._drain_timeout_s = drain_timeout_s
         self._observers = tuple(observers)
+        # The other workers (server.workers > 1): lifecycle changes made here are carried to them.
+        self.siblings: Siblings | None = None
+
+    def local_view(self) -> DataPlane:
+        """This dataplane without its siblings: what answers a sibling's call, so a change made on
+        another worker's behalf is never carried on again."""
+        view = copy.copy(self)
+        view.siblings = None
+        return view
 
     # -- health and metadata ----------------------------------------------------------------------
 
@@ -320,17 +331,29 @@ class DataPlane:
                 "config.pbtxt in the repository and load again"
             )
         await self._manager.load(name)
+        if self.siblings is not None:
+            await self.siblings.load_model(name, parameters)
 
     async def aliases(self, name: str) -> dict[str, Alias]:
         return await self._router.aliases(name)
 
     async def set_alias(self, name: str, alias: str, version: str) -> Alias:
         self._check_control("alias changes")
-        return await self._router.set_alias(name, alias, version)
+        moved = await self._router.set_alias(name, alias, version)
+        if self.siblings is not None:  # the file is shared: the others only read it again
+            await self.siblings.reload_aliases(name)
+        return moved
 
     async def rollback(self, name: str, alias: str) -> Alias:
         self._check_control("rollback")
-        return await self._router.rollback(name, alias)
+        moved = await self._router.rollback(name, alias)
+        if self.siblings is not None:
+            await self.siblings.reload_aliases(name)
+        return moved
+
+    async def reload_aliases(self, name: str) -> None:
+        """Read ``name``'s aliases from the repository again (a sibling moved one)."""
+        await self._router.reload_aliases(name)
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         check_model_name(name)
@@ -339,6 +362,8 @@ class DataPlane:
             if key != "unload_dependents":
                 raise ValidationError(f"unknown unload parameter '{key[:64]}'; only 'unload_dependents' is known")
         await self._manager.unload(name, drain_timeout_s=self._drain_timeout_s)
+        if self.siblings is not None:
+            await self.siblings.unload_model(name, parameters)
 
 
 def _classified(array: np.ndarray, top_n: ParameterValue, max_batch_size: int, name: str) -> np.ndarray:

@@ -138,8 +138,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return response
 
     def ModelStatistics(self, request: Any, context: Any) -> Any:
-        stats = self._run(self._api.statistics(request.name, request.version), context)
-        return json_format.ParseDict(documents.statistics_document(stats), pb.ModelStatisticsResponse())
+        document = self._run(documents.statistics_everywhere(self._api, request.name, request.version), context)
+        return json_format.ParseDict(document, pb.ModelStatisticsResponse())
 
     def RepositoryIndex(self, request: Any, context: Any) -> Any:
         async def index() -> list[dict[str, str]]:

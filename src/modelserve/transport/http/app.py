@@ -47,6 +47,7 @@ from modelserve.transport.http.body import ClientDisconnected, decompress, read_
 from modelserve.transport.http.connections import READ_AT, REFUSED
 from modelserve.transport.http.dashboard_assets import PAGE, DashboardAssets
 from modelserve.transport.http.errors import HTTP_STATUS
+from modelserve.transport.http.metrics_app import exposition
 from modelserve.transport.http.routes import ROUTES, Match, MethodNotAllowed, Router
 
 __all__ = ["HttpApp"]
@@ -317,8 +318,7 @@ class HttpApp:
 
     async def _model_statistics(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         # ``/v2/models/stats`` leaves both empty: every model, every version (the dataplane's convention).
-        statistics = await self._api.statistics(params["model"], params["version"])
-        await _send_json(send, documents.statistics_document(statistics))
+        await _send_json(send, await documents.statistics_everywhere(self._api, params["model"], params["version"]))
 
     # -- aliases (our extension) ------------------------------------------------------------------------
 
@@ -472,7 +472,7 @@ class HttpApp:
     async def _serve_metrics(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         # Mounted only when metrics are on (``__init__``), so the None case is a bug, not a request error.
         assert self._metrics is not None
-        await _send(send, 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode())
+        await _send(send, 200, await exposition(self._metrics, self._api.siblings), CONTENT_TYPE_LATEST.encode())
 
     async def _alerts(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         assert self._operations is not None  # mounted only with operations

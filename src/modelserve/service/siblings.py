@@ -1,0 +1,42 @@
+"""The other worker processes of this server (``server.workers``), as the dataplane reaches them.
+
+A lifecycle call (load, unload, an alias move) changes one worker's state; :class:`Siblings` carries it
+to the others, so every worker serves the same models under the same aliases. The app provides the
+implementation (``app/siblings.py``, over Unix sockets); with one worker there is none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["Siblings"]
+
+
+class Siblings(Protocol):
+    """Each call waits for every reachable sibling. The lifecycle calls raise ``ModelServeError``
+    (UNAVAILABLE) naming the workers where the change failed; the readers skip a sibling that does not
+    answer (one being restarted) and return what the others said."""
+
+    @property
+    def worker_index(self) -> int:
+        """This worker's index (0 .. workers - 1)."""
+        ...
+
+    async def load_model(self, name: str, parameters: Mapping[str, Any]) -> None: ...
+
+    async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None: ...
+
+    async def reload_aliases(self, name: str) -> None: ...
+
+    async def statistics_documents(self, name: str, version: str) -> list[dict[str, Any]]:
+        """Each sibling's statistics document for ``name``/``version`` (both may be empty: every model)."""
+        ...
+
+    async def metrics_texts(self) -> dict[int, str]:
+        """Each sibling's ``/metrics`` text, by worker index."""
+        ...
+
+    async def loaded_models(self) -> list[str]:
+        """The models a sibling has loaded now (empty when none answers): what a restarted worker loads."""
+        ...
