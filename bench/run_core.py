@@ -43,11 +43,13 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 from common import (
     RESULTS,
     ROOT,
@@ -71,17 +73,52 @@ SERVERS = ("mlserver", "modelserve")  # run order; MLServer first, as the refere
 LABEL = {"modelserve": "modelserve", "mlserver": "MLServer"}
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the server process and its children have used so far (from /proc)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def served_count(spec: ServerSpec, model: str) -> int | None:
+    """modelserve's own count of answered inferences (its Triton statistics; every worker's summed)."""
+    url = f"http://127.0.0.1:{spec.http_port}/v2/models/{model}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return sum(int(m["inference_count"]) for m in json.loads(response.read())["model_stats"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def measure_server(spec: ServerSpec, args: argparse.Namespace, out_dir: Path, results: list[Measurement]) -> None:
-    with running(spec, args.model, args.server_cpus, out_dir / f"{spec.name}-server.log"):
+    with running(spec, args.model, args.server_cpus, out_dir / f"{spec.name}-server.log") as proc:
         for protocol in args.protocols:
             for concurrency in args.concurrency:
+                # Server CPU per request over the whole perf_analyzer run (CPU time is steadier than
+                # throughput on a noisy machine); modelserve only: MLServer has no request count to read.
+                cpu_before, count_before = server_cpu_s(proc.pid), served_count(spec, args.model)
                 m = run_pa(spec, args.model, protocol, concurrency, args, out_dir)
+                cpu_after, count_after = server_cpu_s(proc.pid), served_count(spec, args.model)
+                if count_before is not None and count_after is not None and count_after > count_before:
+                    per_request_us = (cpu_after - cpu_before) / (count_after - count_before) * 1e6
+                    m.extra["server_cpu_us_per_request"] = f"{per_request_us:.0f}"
                 results.append(m)
                 if m.ok:
                     assert m.throughput is not None and m.p50_us is not None and m.p99_us is not None
                     print(
                         f"  {spec.name:10} {protocol:4} c={concurrency:<3} {m.throughput:9.1f} infer/s  "
-                        f"p50 {m.p50_us / 1000:7.2f} ms  p99 {m.p99_us / 1000:7.2f} ms",
+                        f"p50 {m.p50_us / 1000:7.2f} ms  p99 {m.p99_us / 1000:7.2f} ms  "
+                        f"server CPU/request {m.extra.get('server_cpu_us_per_request', '-')} us",
                         flush=True,
                     )
                 else:
@@ -95,9 +132,10 @@ def markdown(results: list[Measurement], args: argparse.Namespace, header: Seque
     lines = [*header, ""]
     lines.append(
         "| protocol | conc | server | modelserve infer/s | MLServer infer/s | ratio "
-        "| modelserve p50 ms | MLServer p50 ms | ratio | modelserve p99 ms | MLServer p99 ms | ratio |"
+        "| modelserve p50 ms | MLServer p50 ms | ratio | modelserve p99 ms | MLServer p99 ms | ratio "
+        "| modelserve server CPU µs/request |"
     )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     errors = []
     for protocol in args.protocols:
         for concurrency in args.concurrency:
@@ -109,6 +147,7 @@ def markdown(results: list[Measurement], args: argparse.Namespace, header: Seque
                     a = getattr(ms, attr) if ms else None
                     b = getattr(ml, attr) if ml else None
                     cells += [fmt(a, scale, digits), fmt(b, scale, digits), ratio(a, b)]
+                cells.append(ms.extra.get("server_cpu_us_per_request", "-") if ms else "-")
                 lines.append("| " + " | ".join(cells) + " |")
                 errors += [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in (ms,) if m and not m.ok]
             if ml and not ml.ok:

@@ -91,6 +91,14 @@ def test_both_workers_take_connections_on_both_transports(served: ServerProcess)
         grpc_client.close()
 
 
+def test_each_worker_runs_on_a_cpu_of_its_own(served: ServerProcess) -> None:
+    available = psutil.Process().cpu_affinity() or []
+    pinned = [worker.cpu_affinity() for worker in wait_for_workers(served)]
+    assert all(len(cpus) == 1 for cpus in pinned), pinned
+    expected = [[available[i % len(available)]] for i in range(2)]
+    assert sorted(pinned) == sorted(expected), f"pinned to {pinned}, this process may use {available}"
+
+
 def test_a_killed_worker_is_replaced_and_the_other_serves_meanwhile(served: ServerProcess) -> None:
     before = workers_of(served)
     victim, survivor = before

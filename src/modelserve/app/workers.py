@@ -14,6 +14,13 @@ with ``SO_REUSEPORT`` and listens; the kernel spreads new connections over the l
 of the connection (a keep-alive connection stays with one worker). A worker that dies takes only its own
 connections with it; the others keep serving.
 
+Pinning (``server.pin_workers``, on by default): worker i runs on the i-th CPU this process may use. A
+worker is a loop thread plus model and gRPC threads taking turns at one GIL; left to the scheduler, they
+run on different cores and every hand-over of the GIL moves it between cores. Measured here (2 cores,
+perf_analyzer unpinned beside the server, iris, concurrency 32): 2 pinned workers served REST 5,692 and
+gRPC 2,696 requests/s against 4,113-4,401 and 1,965 unpinned, at 255 vs ~320 µs of server CPU per REST
+request. A minimal grpcio server shows the same: 2,694 requests/s unpinned, 3,301 on one core.
+
 Supervision: a worker that exits while the supervisor is not stopping is started again after a back-off
 (0.5 s doubling to 30 s, reset once a worker has lived a minute); one that exits with code 2 (its settings
 or a port cannot work) stops everything with code 2, since every restart would fail the same way. On
@@ -72,6 +79,8 @@ class WorkerSlot:
     restart: bool = False
     # The supervisor's private folder (mode 0700) where each worker listens for its siblings' calls.
     control_dir: str = ""
+    # The CPU this worker is pinned to (server.pin_workers), or None.
+    cpu: int | None = None
     # Readable (end of file) once the supervisor is gone; -1 when there is no supervisor to watch.
     supervisor_fd: int = -1
 
@@ -105,6 +114,13 @@ def _cgroup_cpu_quota(root: Path) -> float | None:
         period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         return None if quota_us <= 0 else quota_us / period_us
     return None
+
+
+def _cpus_to_pin() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no pinning
+        return []
 
 
 def worker_count(settings: Settings) -> int:
@@ -157,9 +173,11 @@ def _reserve_ports(settings: Settings) -> tuple[Settings, list[socket.socket]]:
 
 def _worker_main(settings: Settings, slot: WorkerSlot, log_level: int) -> None:
     """A worker process: a whole server (``serve.run``) that knows its slot; exits with its exit code."""
+    if slot.cpu is not None:
+        os.sched_setaffinity(0, {slot.cpu})
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else -1
-    slot = WorkerSlot(slot.index, slot.count, slot.restart, slot.control_dir, sentinel)
+    slot = WorkerSlot(slot.index, slot.count, slot.restart, slot.control_dir, slot.cpu, sentinel)
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s %(levelname)s worker-{slot.index} %(name)s: %(message)s",
@@ -193,9 +211,16 @@ class _Supervisor:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
         self.workers = [_Worker(index) for index in range(self.count)]
+        self._cpus = _cpus_to_pin() if self.settings.server.pin_workers else []
 
     def _start(self, worker: _Worker) -> None:
-        slot = WorkerSlot(worker.index, self.count, restart=worker.process_count > 0, control_dir=self._control_dir)
+        slot = WorkerSlot(
+            worker.index,
+            self.count,
+            restart=worker.process_count > 0,
+            control_dir=self._control_dir,
+            cpu=self._cpus[worker.index % len(self._cpus)] if self._cpus else None,
+        )
         process = self._context.Process(
             target=_worker_main,
             args=(self.settings, slot, self.log_level),
