@@ -54,6 +54,7 @@ class ServerSpec:
     http_port: int
     grpc_port: int
     pa_flags: dict[str, list[str]]  # protocol -> extra perf_analyzer flags
+    health_port: int | None = None  # modelserve --health-port: the probes' own listener
 
 
 @dataclass
@@ -129,10 +130,11 @@ def modelserve_spec(
     name: str = "modelserve",
     config: Path | None = None,
     workers: str | None = None,
+    health_port: bool = False,
 ) -> ServerSpec:
     """modelserve serving repo (which must hold model); config: an optional --config YAML; workers: its
     --workers (N or auto; None: the default, one process)."""
-    http_port, grpc_port = free_ports(2)
+    http_port, grpc_port, probe_port = free_ports(3)
     if not MODELSERVE_BIN.exists():
         raise SystemExit(f"missing {MODELSERVE_BIN} (install the project, or use --only mlserver)")
     if not (repo / model).is_dir():
@@ -142,8 +144,11 @@ def modelserve_spec(
         "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         *(["--config", str(config)] if config is not None else []),
         *(["--workers", workers] if workers is not None else []),
+        *(["--health-port", str(probe_port)] if health_port else []),
     ]  # fmt: skip
-    return ServerSpec(name, command, {}, http_port, grpc_port, {"http": [], "grpc": []})
+    return ServerSpec(
+        name, command, {}, http_port, grpc_port, {"http": [], "grpc": []}, probe_port if health_port else None
+    )
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

@@ -318,7 +318,8 @@ def run_phase(
     ]
     if light:
         jobs.append((clients.light, target, Shape.paced(LIGHT_RATE_PER_S, 1, args.timeout)))
-        probe = health_target(target.transport, target.port, target.host)
+        probe_port = args.probe_port if target.transport == "http" and args.probe_port else target.port
+        probe = health_target(target.transport, probe_port, target.host)
         jobs.append((clients.probe, probe, Shape.paced(PROBE_RATE_PER_S, 1, args.timeout)))
     if follow is not None:
         jobs.append((clients.follow, target, follow))
@@ -410,6 +411,7 @@ def measure(
 ) -> None:
     log = out_dir / f"{spec.name}-{transport}-server.log"
     with running(spec, "iris", args.server_cpus, log) as proc:
+        args.probe_port = spec.health_port  # REST probes go to modelserve's own health listener when asked
         port = spec.http_port if transport == "http" else spec.grpc_port
         target = iris_target(transport, port, outputs=OUTPUTS[spec.name])
         dry_run(target)
@@ -562,6 +564,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="a request unanswered after this is a timeout (s)")
     p.add_argument("--client-procs", type=int, default=2, help="storm processes (plus one light, one half load)")
     p.add_argument("--config", type=Path, default=None, help="a modelserve --config YAML")
+    p.add_argument(
+        "--health-port",
+        action="store_true",
+        help="start modelserve with --health-port and send its REST liveness probe there",
+    )
     p.add_argument("--skip-ceiling", action="store_true", help="do not measure the generator against a stub")
     p.add_argument("--server-cpus", default="0", help="taskset CPU list for the server ('' = no pinning)")
     p.add_argument("--client-cpus", default="1", help="CPU list for the generator's processes ('' = no pinning)")
@@ -585,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Build every spec once first, so that a missing prerequisite fails before any measurement.
     for name in wanted:
         mlserver_spec("iris") if name == "mlserver" else modelserve_spec("iris", config=args.config)
+    args.probe_port = None
     if args.client_cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(cpu) for cpu in args.client_cpus.split(",")})  # the workers inherit it
 
@@ -602,7 +610,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in wanted:
             for transport in args.protocols:
                 # A new server (and new ports) for each transport: the last one's may still be in TIME_WAIT.
-                spec = mlserver_spec("iris") if name == "mlserver" else modelserve_spec("iris", config=args.config)
+                spec = (
+                    mlserver_spec("iris")
+                    if name == "mlserver"
+                    else modelserve_spec("iris", config=args.config, health_port=args.health_port)
+                )
                 try:
                     measure(spec, transport, clients, args, out_dir, report)
                 except RuntimeError as exc:  # a server that never became ready, or a failed phase: go on

@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=None, help="also serve /metrics on this port [metrics.port, default none]"
     )
     serve.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also answer /v2/health/live and /ready on this port, from a thread of its own (for Kubernetes "
+        "probes) [http.health_port, default none]",
+    )
+    serve.add_argument(
         "--model-control-mode",
         choices=["none", "explicit", "poll"],
         default=None,
@@ -322,6 +329,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("http", "port", args.http_port)
     put("grpc", "port", args.grpc_port)
     put("metrics", "port", args.metrics_port)
+    put("http", "health_port", args.health_port)
     put("repository", "control_mode", args.model_control_mode)
     put("repository", "load_models", tuple(args.load_model) if args.load_model else None)
     put("repository", "poll_secs", args.repository_poll_secs)

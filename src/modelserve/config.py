@@ -99,6 +99,13 @@ class ServerSettings(_Group):
 class HttpSettings(_Group):
     port: int = Field(8000, ge=0, le=65535, description="REST port (0 = pick a free one).")
     enabled: bool = True
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also answer GET /v2/health/live and /v2/health/ready on this port, from a thread of its "
+        "own: point Kubernetes probes here and they never wait behind a storm on the REST port.",
+    )
     # The guards against slow and stalled clients (transport/http/connections.py says how each is applied).
     idle_timeout_s: float = Field(
         30.0, gt=0, description="A connection with no request in progress (new, or between requests) closes after this."

@@ -15,6 +15,8 @@ import gc
 import logging
 import resource
 import signal
+import socket
+import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from modelserve.transport.grpc.servicer import InferenceServicer, add_to_server
 from modelserve.transport.http.app import HttpApp
 from modelserve.transport.http.connections import guarded_protocol
 from modelserve.transport.http.dashboard_assets import DashboardAssets
+from modelserve.transport.http.health_app import HealthApp
 from modelserve.transport.http.metrics_app import MetricsApp
 
 __all__ = ["Server", "run"]
@@ -81,6 +84,34 @@ class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _HealthListener:
+    """A listener served by its own event loop on its own thread (the health probes' port)."""
+
+    def __init__(self, server: _UvicornServer, sock: socket.socket) -> None:
+        self._server = server
+        self._socket = sock
+        self._thread = threading.Thread(target=self._serve, name="health-listener", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            import uvloop
+
+            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        except ImportError:
+            runner = asyncio.Runner()
+        with runner:
+            runner.run(self._server.serve(sockets=[self._socket]))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Last, after the drain: probes keep their answers (ready turns false) while the server drains."""
+        self._server.should_exit = True
+        self._thread.join(timeout=5.0)
+        self._socket.close()
 
 
 class Server:
@@ -139,7 +170,22 @@ class Server:
 
         loop.add_reader(fd, gone)
 
-    def _listener(self, app: HttpApp | MetricsApp, port: int, metrics: ServerMetrics | None) -> _UvicornServer:
+    def _health_listener(self, engine: Engine) -> _HealthListener | None:
+        """``http.health_port``: the probes' own listener on a thread of its own (transport/http/health_app.py).
+        None when not configured; raises OSError when its port cannot be bound."""
+        port = self.settings.http.health_port
+        if port is None:
+            return None
+        host = self.settings.server.host
+        if self._slot is not None:
+            sock = reuseport_socket(host, port)
+        else:
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        return _HealthListener(self._listener(HealthApp(engine.dataplane), port, None), sock)
+
+    def _listener(
+        self, app: HttpApp | MetricsApp | HealthApp, port: int, metrics: ServerMetrics | None
+    ) -> _UvicornServer:
         protocol = guarded_protocol(self.settings.http, metrics.count_closed_connection if metrics else None)
         return _UvicornServer(
             uvicorn.Config(
@@ -219,6 +265,18 @@ class Server:
         grpc_lanes = CallLanes(settings.grpc)
         sibling_server = await self._join_siblings(engine)
         try:
+            health = self._health_listener(engine)
+        except OSError as exc:
+            log.error(
+                "cannot listen for health probes on port %s (%s); pick another http.health_port",
+                settings.http.health_port,
+                exc.strerror,
+            )
+            await engine.stop()
+            return 2
+        try:
+            if health is not None:
+                health.start()
             grpc_server = self._grpc_server(engine, loop, grpc_lanes) if settings.grpc.enabled else None
             if settings.grpc.enabled and grpc_server is None:
                 return 2
@@ -276,6 +334,8 @@ class Server:
                     stopped = grpc_server.stop(grace=1.0)
                     await asyncio.to_thread(stopped.wait, 5.0)
         finally:
+            if health is not None:
+                health.stop()
             if sibling_server is not None:
                 sibling_server.close()
             await engine.stop()

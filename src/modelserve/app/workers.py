@@ -164,6 +164,9 @@ def _reserve_ports(settings: Settings) -> tuple[Settings, list[socket.socket]]:
         if metrics.port is not None:
             held.append(reserve_port(host, metrics.port, "metrics (metrics.port)"))
             metrics = metrics.model_copy(update={"port": held[-1].getsockname()[1]})
+        if http.health_port is not None:
+            held.append(reserve_port(host, http.health_port, "health probes (http.health_port)"))
+            http = http.model_copy(update={"health_port": held[-1].getsockname()[1]})
     except OSError:
         for sock in held:
             sock.close()
