@@ -201,8 +201,10 @@ def test_statistics_and_metrics_count_every_workers_requests(explicit: ServerPro
         assert int(grpc_stats["model_stats"][0]["inference_count"]) == before + sent
     finally:
         grpc_client.close()
-    # Gauges that do not add up are kept per worker.
+    # Gauges that do not add up are kept per worker; so is each worker's own memory.
     text = fresh_get(explicit, "/metrics").text
+    memory = [line for line in text.splitlines() if line.startswith("modelserve_process_resident_memory_bytes{")]
+    assert sorted(line.split('worker="')[1][0] for line in memory) == ["0", "1"], memory
     states = [
         line for line in text.splitlines() if line.startswith('modelserve_model_state{model="iris",state="READY"')
     ]

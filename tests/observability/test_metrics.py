@@ -58,6 +58,7 @@ def test_triton_metric_names_and_semantics(tmp_path: Path) -> None:
         assert value(samples, "nv_model_load_duration_secs", **iris) > 0
         assert 0 <= value(samples, "nv_cpu_utilization") <= 1
         assert value(samples, "nv_cpu_memory_used_bytes") > 0
+        assert value(samples, "modelserve_process_resident_memory_bytes") > 10 * 2**20  # at least the libraries
         assert value(samples, "modelserve_model_state", **iris, state="READY") == 1
         assert value(samples, "modelserve_model_state", **iris, state="FAILED") == 0
         assert value(samples, "modelserve_inflight_requests", **iris) == 0

@@ -203,6 +203,7 @@ class _HostCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_times = psutil.cpu_times()
+        self._process = psutil.Process()
         self._last_at = time.monotonic()
         self._utilization = 0.0
 
@@ -225,6 +226,13 @@ class _HostCollector(Collector):
         yield GaugeMetricFamily("nv_cpu_memory_total_bytes", "Host memory.", value=memory.total)
         yield GaugeMetricFamily(
             "nv_cpu_memory_used_bytes", "Host memory in use.", value=memory.total - memory.available
+        )
+        # This server process's own memory (with several workers, one series per worker: each holds its
+        # own copy of every model). Its python-runtime worker processes are counted in the model gauges.
+        yield GaugeMetricFamily(
+            "modelserve_process_resident_memory_bytes",
+            "Resident memory of this server process.",
+            value=self._process.memory_info().rss,
         )
 
 
