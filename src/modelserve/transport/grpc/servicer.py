@@ -6,7 +6,10 @@ gate are thread-safe), so a gRPC inference costs no thread hand-off of ours. Eve
 repository calls, streams) is carried out on the server's event loop via ``run_coroutine_threadsafe``.
 Measured here with perf_analyzer (iris, concurrency 32, server on one core): a ``grpc.aio`` server
 doing the same work served ~1,400 requests/s; on one core each hand-off between threads is a context
-switch plus a GIL hand-over, and they dominated the cost of a 12 µs model.
+switch plus a GIL hand-over, and they dominated the cost of a 12 µs model. Bare servers (no modelserve
+code, iris run inline) agree: sync grpcio 3,301 requests/s pinned to one core against 2,517 for grpc.aio
+on uvloop; unpinned on 2 cores the order flips (2,694 against 4,582), which is why workers are pinned
+(``app/workers.py``). Which thread runs which call: ``admission.py``.
 
 Messages are tritonclient's generated classes, so clients and server share one definition. Documents
 (metadata, config, statistics) come from ``protocol.documents``, so REST and gRPC report the same things.
