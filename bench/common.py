@@ -1,6 +1,7 @@
 """Shared parts of the perf_analyzer benchmarks (``run_core.py``, ``run_batching.py``).
 
-Paths of the benchmark tools (``perf_analyzer.sh``, ``mlserver_launcher.py``, both in this folder, and what
+Paths of the benchmark tools (``perf_analyzer.sh``, ``mlserver_launcher.py``, ``pytriton_launcher.py``, in this
+folder, and what
 ``setup.sh`` installs under ``.bench/``), starting and always stopping a server (bounded waits, own process group, CPU
 pinning with ``taskset``), one perf_analyzer run parsed into a :class:`Measurement`, and small helpers
 for the reports. Both scripts run from the repository root with the project's venv and import this file
@@ -34,6 +35,11 @@ MLSERVER_LAUNCHER = ROOT / "bench" / "mlserver_launcher.py"
 PA_ROOT = ROOT / ".bench" / "pa"
 PEER_VENV = ROOT / ".bench" / "mlserver-venv"
 PEER_REPO = ROOT / ".bench" / "mlserver-models"
+# Triton through PyTriton, the optional second peer (run_core.py --with-triton); setup.sh may fail to install it
+# and then writes its reason into PYTRITON_UNAVAILABLE.
+PYTRITON_LAUNCHER = ROOT / "bench" / "pytriton_launcher.py"
+PYTRITON_VENV = ROOT / ".bench" / "pytriton-venv"
+PYTRITON_UNAVAILABLE = ROOT / ".bench" / "pytriton-unavailable"
 RESULTS = ROOT / ".bench" / "results"
 MODELSERVE_BIN = ROOT / ".venv" / "bin" / "modelserve"
 MODELSERVE_REPO = ROOT / "examples" / "models"
@@ -149,6 +155,36 @@ def modelserve_spec(
     return ServerSpec(
         name, command, {}, http_port, grpc_port, {"http": [], "grpc": []}, probe_port if health_port else None
     )
+
+
+def triton_unavailable(model: str, repo: Path = MODELSERVE_REPO) -> str | None:
+    """Why Triton (PyTriton) cannot be benchmarked here, or None when its prerequisites are in place."""
+    onnx = repo / model / "1" / "model.onnx"
+    if not (PYTRITON_VENV / "bin" / "python").exists():
+        try:
+            reason = PYTRITON_UNAVAILABLE.read_text().strip()
+        except OSError:
+            reason = ""
+        if reason:
+            return f"setup could not install it: {reason}"
+        return f"missing {PYTRITON_VENV.relative_to(ROOT)} (run `bash bench/setup.sh`)"
+    if not onnx.is_file():
+        return f"missing {onnx.relative_to(ROOT)} (run .venv/bin/python examples/build_models.py)"
+    return None
+
+
+def triton_spec(model: str, repo: Path = MODELSERVE_REPO, name: str = "triton") -> ServerSpec:
+    """Triton's server through PyTriton (bench/pytriton_launcher.py), running modelserve's ONNX file for model
+    with onnxruntime in a Python backend. Check :func:`triton_unavailable` first."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    command = [
+        str(PYTRITON_VENV / "bin" / "python"), str(PYTRITON_LAUNCHER), str(repo / model / "1" / "model.onnx"),
+        "--model-name", model,
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    # Declared like modelserve's config (batch dimension apart, max_batch_size 64): perf_analyzer sends [1, n]
+    # without --shape, and binary tensors over HTTP, exactly as to modelserve.
+    return ServerSpec(name, command, {}, http_port, grpc_port, {"http": [], "grpc": []})
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

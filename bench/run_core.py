@@ -1,4 +1,4 @@
-"""Benchmark modelserve against MLServer with NVIDIA's perf_analyzer, in one run, and print the ratios.
+"""Benchmark modelserve against MLServer (and Triton) with NVIDIA's perf_analyzer, in one run, and print the ratios.
 
 Method
 ------
@@ -13,6 +13,14 @@ Method
   replies); MLServer runs with its fastest settings (``parallel_workers: 0``, access log off). It has no
   binary tensor extension, so over HTTP it is driven with JSON tensors; modelserve gets perf_analyzer's
   default binary tensors, which is what a Triton client would use against it.
+* Optionally (``--with-triton``) Triton 2.51 too, through PyTriton 0.7.0 (``bench/pytriton_launcher.py``, in
+  ``.bench/pytriton-venv``): a Python backend whose inference function runs modelserve's very ONNX file with
+  onnxruntime (same version, same session options). Its model configuration is modelserve's shape (batch
+  dimension apart, ``max_batch_size`` 64, no dynamic batching), so perf_analyzer sends it the same binary
+  requests as modelserve. PyTriton runs at its fastest for small tensors (``PYTRITON_NO_TENSORSTORE=1``; the
+  launcher's docstring has the numbers). The report then adds Triton's throughput, latencies and server CPU per
+  request, and ratios modelserve/Triton. If setup could not install PyTriton, or Triton does not start, its
+  columns are empty and the report says why.
 * For each server, protocol (REST, gRPC) and concurrency (1, 8, 32), batch 1: one perf_analyzer run in
   time-windows mode (3 s windows by default, stable within 50 %, at most 6 windows). Throughput and the
   p50/p99 client latencies come from perf_analyzer's CSV (latencies there are in microseconds).
@@ -32,7 +40,7 @@ results.json); the markdown table is also copied to ``.bench/results/latest.md``
 
 Usage (from the repository root, after ``bash bench/setup.sh``)::
 
-    .venv/bin/python bench/run_core.py [--only both|modelserve|mlserver] [--protocols http,grpc]
+    .venv/bin/python bench/run_core.py [--only both|modelserve|mlserver] [--with-triton] [--protocols http,grpc]
         [--concurrency 1,8,32] [--model iris] [--interval-ms 3000]
 """
 
@@ -67,10 +75,15 @@ from common import (
     require_perf_analyzer,
     run_pa,
     running,
+    triton_spec,
+    triton_unavailable,
 )
 
-SERVERS = ("mlserver", "modelserve")  # run order; MLServer first, as the reference
-LABEL = {"modelserve": "modelserve", "mlserver": "MLServer"}
+SERVERS = ("mlserver", "modelserve")  # run order; MLServer first, as the reference (then Triton, if asked for)
+LABEL = {"modelserve": "modelserve", "mlserver": "MLServer", "triton": "Triton"}
+PEERS = ("mlserver", "triton")  # the servers modelserve is compared with; every other name is a modelserve variant
+# The report's measures: Measurement attribute, column unit, divisor, decimals.
+METRICS = (("throughput", "infer/s", 1.0, 0), ("p50_us", "p50 ms", 1000.0, 2), ("p99_us", "p99 ms", 1000.0, 2))
 
 
 def server_cpu_s(pid: int) -> float:
@@ -91,7 +104,8 @@ def server_cpu_s(pid: int) -> float:
 
 
 def served_count(spec: ServerSpec, model: str) -> int | None:
-    """modelserve's own count of answered inferences (its Triton statistics; every worker's summed)."""
+    """The server's own count of answered inferences (Triton statistics: modelserve's, every worker's summed,
+    or Triton's)."""
     url = f"http://127.0.0.1:{spec.http_port}/v2/models/{model}/stats"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -105,7 +119,7 @@ def measure_server(spec: ServerSpec, args: argparse.Namespace, out_dir: Path, re
         for protocol in args.protocols:
             for concurrency in args.concurrency:
                 # Server CPU per request over the whole perf_analyzer run (CPU time is steadier than
-                # throughput on a noisy machine); modelserve only: MLServer has no request count to read.
+                # throughput on a noisy machine); not MLServer, which has no request count to read.
                 cpu_before, count_before = server_cpu_s(proc.pid), served_count(spec, args.model)
                 m = run_pa(spec, args.model, protocol, concurrency, args, out_dir)
                 cpu_after, count_after = server_cpu_s(proc.pid), served_count(spec, args.model)
@@ -127,35 +141,63 @@ def measure_server(spec: ServerSpec, args: argparse.Namespace, out_dir: Path, re
 
 def markdown(results: list[Measurement], args: argparse.Namespace, header: Sequence[str]) -> str:
     by_key = {(m.server, m.protocol, m.concurrency): m for m in results}
-    # One row per modelserve variant (the default server, or each --workers value) against MLServer.
-    variants = list(dict.fromkeys(m.server for m in results if m.server != "mlserver")) or ["modelserve"]
+    # One row per modelserve variant (the default server, or each --workers value) against MLServer, and
+    # against Triton when it was asked for: its columns follow MLServer's.
+    variants = list(dict.fromkeys(m.server for m in results if m.server not in PEERS)) or ["modelserve"]
+    triton = bool(getattr(args, "with_triton", False))
+    columns = ["protocol", "conc", "server"]
+    for _, unit, _, _ in METRICS:
+        columns += [f"modelserve {unit}", f"MLServer {unit}", "ratio"]
+    columns.append("modelserve server CPU µs/request")
+    if triton:
+        for _, unit, _, _ in METRICS:
+            columns += [f"Triton {unit}", "ratio vs Triton"]
+        columns.append("Triton server CPU µs/request")
     lines = [*header, ""]
-    lines.append(
-        "| protocol | conc | server | modelserve infer/s | MLServer infer/s | ratio "
-        "| modelserve p50 ms | MLServer p50 ms | ratio | modelserve p99 ms | MLServer p99 ms | ratio "
-        "| modelserve server CPU µs/request |"
-    )
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|---|---:|---|" + "---:|" * (len(columns) - 3))
     errors = []
     for protocol in args.protocols:
         for concurrency in args.concurrency:
             ml = by_key.get(("mlserver", protocol, concurrency))
+            tr = by_key.get(("triton", protocol, concurrency))
             for variant in variants:
                 ms = by_key.get((variant, protocol, concurrency))
                 cells = [protocol.upper() if protocol == "http" else "gRPC", str(concurrency), variant]
-                for attr, scale, digits in (("throughput", 1.0, 0), ("p50_us", 1000.0, 2), ("p99_us", 1000.0, 2)):
+                for attr, _, scale, digits in METRICS:
                     a = getattr(ms, attr) if ms else None
                     b = getattr(ml, attr) if ml else None
                     cells += [fmt(a, scale, digits), fmt(b, scale, digits), ratio(a, b)]
                 cells.append(ms.extra.get("server_cpu_us_per_request", "-") if ms else "-")
+                if triton:
+                    for attr, _, scale, digits in METRICS:
+                        a = getattr(ms, attr) if ms else None
+                        b = getattr(tr, attr) if tr else None
+                        cells += [fmt(b, scale, digits), ratio(a, b)]
+                    cells.append(tr.extra.get("server_cpu_us_per_request", "-") if tr else "-")
                 lines.append("| " + " | ".join(cells) + " |")
                 errors += [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in (ms,) if m and not m.ok]
-            if ml and not ml.ok:
-                errors.append(f"- {ml.server} {ml.protocol} c={ml.concurrency}: {ml.error}")
+            errors += [f"- {m.server} {m.protocol} c={m.concurrency}: {m.error}" for m in (ml, tr) if m and not m.ok]
     lines += [
         "",
-        "Ratios are modelserve / MLServer: throughput > 1 and latency < 1 favour modelserve.",
+        "Ratios are modelserve / MLServer"
+        + (" and modelserve / Triton" if triton else "")
+        + ": throughput > 1 and latency < 1 favour modelserve.",
     ]
+    if len(variants) > 1:
+        # Scaling: each modelserve variant's throughput against the first (e.g. --workers default,auto).
+        lines += ["", f"Scaling against {variants[0]} (infer/s ratio, same run):", ""]
+        for protocol in args.protocols:
+            for concurrency in args.concurrency:
+                base = by_key.get((variants[0], protocol, concurrency))
+                parts = []
+                for variant in variants[1:]:
+                    other = by_key.get((variant, protocol, concurrency))
+                    a = other.throughput if other and other.ok else None
+                    b = base.throughput if base and base.ok else None
+                    parts.append(f"{variant} {ratio(a, b)}")
+                label = protocol.upper() if protocol == "http" else "gRPC"
+                lines.append(f"- {label} c={concurrency}: " + ", ".join(parts))
     if errors:
         lines += ["", "Failed measurements:", *errors]
     return "\n".join(lines) + "\n"
@@ -164,6 +206,11 @@ def markdown(results: list[Measurement], args: argparse.Namespace, header: Seque
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--only", choices=("both", "modelserve", "mlserver"), default="both")
+    p.add_argument(
+        "--with-triton",
+        action="store_true",
+        help="also measure Triton through PyTriton (bench/pytriton_launcher.py), after MLServer",
+    )
     p.add_argument("--protocols", type=protocol_list, default=["http", "grpc"], help="default: http,grpc")
     p.add_argument("--concurrency", type=int_list, default=[1, 8, 32], help="default: 1,8,32")
     p.add_argument("--model", default="iris", help="model name in both repositories (default: iris)")
@@ -187,6 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [s for s in SERVERS if args.only in ("both", s)]
     # Build every spec first, so a missing prerequisite fails before any measurement.
     specs = [mlserver_spec(args.model) for s in wanted if s == "mlserver"]
+    # Triton is optional: when setup could not install it (or the ONNX file is missing), the others still run
+    # and the report says why Triton's columns are empty.
+    triton_missing = triton_unavailable(args.model) if args.with_triton else None
+    if args.with_triton and triton_missing is None:
+        specs.append(triton_spec(args.model))
     for workers in args.workers if "modelserve" in wanted else []:
         name = "modelserve" if workers is None else f"modelserve-workers-{workers}"
         specs.append(modelserve_spec(args.model, name=name, workers=workers))
@@ -197,6 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     results: list[Measurement] = []
     failed_servers: list[str] = []
+    if triton_missing is not None:
+        print(f"[triton] not measured: {triton_missing}", file=sys.stderr, flush=True)
+        for protocol in args.protocols:
+            for concurrency in args.concurrency:
+                error = f"Triton unavailable: {triton_missing}"
+                results.append(Measurement("triton", protocol, concurrency, ok=False, error=error))
     for spec in specs:
         try:
             measure_server(spec, args, out_dir, results)
@@ -204,15 +262,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{spec.name}] FAILED: {exc}", file=sys.stderr, flush=True)
             failed_servers.append(spec.name)
 
+    peers = "MLServer and Triton (PyTriton)" if args.with_triton else "MLServer"
     header = [
-        f"# modelserve vs MLServer: perf_analyzer, model {args.model}, batch 1",
+        f"# modelserve vs {peers}: perf_analyzer, model {args.model}, batch 1",
         "",
         f"- run {stamp}, git {git_revision()}, {os.cpu_count()} CPUs ({cpu_model()})",
         f"- perf_analyzer 2.60.0, time windows of {args.interval_ms} ms, stability 50 %, "
         f"at most {args.max_trials} windows; MLServer 1.7.1 (parallel_workers 0), REST over JSON tensors",
+        *(
+            [
+                "- Triton 2.51.0 through PyTriton 0.7.0: Python backend running modelserve's ONNX file with "
+                "onnxruntime, max_batch_size 64, no dynamic batching, PYTRITON_NO_TENSORSTORE=1, REST over binary tensors "
+                "as for modelserve"
+            ]
+            if args.with_triton and triton_missing is None
+            else []
+        ),
         f"- server pinned to CPUs '{args.server_cpus}', perf_analyzer to '{args.client_cpus}'; "
         f"wall time {time.monotonic() - started:.0f} s",
     ]
+    if triton_missing is not None:
+        header.append(f"- Triton not measured: {triton_missing}")
     if failed_servers:
         header.append(f"- servers that failed to start: {', '.join(failed_servers)} (see *-server.log)")
     table = markdown(results, args, header)

@@ -5,7 +5,11 @@
 #   .bench/mlserver-venv   MLServer 1.7.1 + its scikit-learn runtime: the peer we compare against.
 #   .bench/mlserver-models MLServer's repository for iris (bench/mlserver_repo.py, rebuilt each time: ~7 s)
 #   .bench/plot-venv       matplotlib, only for bench/plot_batching.py (run_batching.py's PNG)
-# The peer is never a dependency of modelserve; it lives in its own venv and is only used by bench/.
+#   .bench/pytriton-venv   PyTriton 0.7.0 (bundles tritonserver and its Python backend) + onnxruntime: the
+#                          optional second peer, Triton (run_core.py --with-triton, bench/pytriton_launcher.py).
+#                          Optional: if it cannot be installed, setup warns and carries on, and Triton's rows
+#                          in run_core.py's report say why they are missing.
+# The peers are never dependencies of modelserve; each lives in its own venv and is only used by bench/.
 # Needs the network (PyPI, and a Debian mirror on glibc < 2.38) on the first run only; later runs check and
 # reuse what is there. Run from the repository root (the Makefile does): bash bench/setup.sh
 set -euo pipefail
@@ -61,7 +65,37 @@ else
   echo "${PLOT_REQS[*]}" > "$P/.bench-reqs"
 fi
 
-# 4. MLServer's model repository: the same fitted estimator as examples/models/iris (needs the project's
+# 4. Triton through PyTriton, in its own venv; optional (a warning, not a failure, when it cannot be installed).
+#    The wheel is manylinux_2_35 (glibc >= 2.35) and bundles tritonserver; onnxruntime runs the same ONNX file
+#    as modelserve. The check imports what bench/pytriton_launcher.py imports and finds the bundled binary.
+T=.bench/pytriton-venv
+TRITON_REQS=(nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy==1.26.4)
+TRITON_CHECK='import numpy, onnxruntime, pathlib, pytriton, pytriton.triton
+bin = pathlib.Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+assert bin.is_file(), f"no {bin}"'
+rm -f .bench/pytriton-unavailable
+if [ -x "$T/bin/python" ] && [ "$(cat "$T/.bench-reqs" 2>/dev/null)" = "${TRITON_REQS[*]}" ] \
+   && "$T/bin/python" -c "$TRITON_CHECK" 2>/dev/null; then
+  echo "setup: $T already present"
+else
+  echo "setup: creating $T"
+  rm -rf "$T"
+  mkdir -p .bench
+  if "$PY" -m venv "$T" > .bench/pytriton-pip.log 2>&1 \
+     && "$T/bin/pip" install --disable-pip-version-check "${TRITON_REQS[@]}" >> .bench/pytriton-pip.log 2>&1 \
+     && "$T/bin/python" -c "$TRITON_CHECK" >> .bench/pytriton-pip.log 2>&1; then
+    echo "${TRITON_REQS[*]}" > "$T/.bench-reqs"
+  else
+    tail -n 15 .bench/pytriton-pip.log >&2
+    echo "setup: warning: could not install PyTriton into $T (see .bench/pytriton-pip.log);" \
+      "run_core.py --with-triton will report Triton as unavailable" >&2
+    # run_core.py shows this reason in its report; the half-made venv goes so the next run retries.
+    echo "pip install of ${TRITON_REQS[*]} failed; see .bench/pytriton-pip.log" > .bench/pytriton-unavailable
+    rm -rf "$T"
+  fi
+fi
+
+# 5. MLServer's model repository: the same fitted estimator as examples/models/iris (needs the project's
 #    .venv, which has examples/build_models.py's imports).
 .venv/bin/python bench/mlserver_repo.py
 echo "setup: done"
