@@ -245,3 +245,14 @@ def test_a_replacement_worker_loads_what_the_others_loaded_through_the_api(expli
     assert any(w.pid != survivor.pid for w in wait_for_workers(explicit)), "no replacement"
     # 24 new connections: some reach the replacement, which serves the API-loaded model too.
     assert [infer_model_on_a_new_connection(explicit, "iris_copy") for _ in range(24)] == [200] * 24
+
+
+def test_each_worker_writes_its_prediction_log_in_a_folder_of_its_own(tmp_path: Path) -> None:
+    from modelserve.app.workers import _own_files
+    from modelserve.config import settings_from_mapping
+
+    logged = settings_from_mapping({"prediction_log": {"enabled": True, "directory": str(tmp_path / "logs")}})
+    assert _own_files(logged, 1).prediction_log.directory == tmp_path / "logs" / "worker-1"
+    assert _own_files(logged, 0).prediction_log.directory == tmp_path / "logs" / "worker-0"
+    off = settings_from_mapping({})
+    assert _own_files(off, 1) is off, "nothing to separate when nothing is logged"

@@ -187,7 +187,17 @@ def _worker_main(settings: Settings, slot: WorkerSlot, log_level: int) -> None:
     )
     from modelserve.app.serve import run
 
-    raise SystemExit(run(settings, slot))
+    raise SystemExit(run(_own_files(settings, slot.index), slot))
+
+
+def _own_files(settings: Settings, index: int) -> Settings:
+    """The settings a worker runs with: the files a server writes as it serves (the prediction log, rotated
+    by size) go to a folder of each worker's own, so two processes never append to and rotate one file."""
+    log = settings.prediction_log
+    if not log.enabled:
+        return settings
+    own = log.model_copy(update={"directory": log.directory / f"worker-{index}"})
+    return settings.model_copy(update={"prediction_log": own})
 
 
 @dataclass
