@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +27,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from modelserve.config import GrpcSettings
-from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, CallLanes, LaneDispatch
+from modelserve.transport.grpc.admission import RETRY_PUSHBACK_KEY, CallLanes, CountingThreadPool, LaneDispatch
 from tests.app.test_engine import GATED_CONFIG
 from tests.model_builders import iris_repository, write_python_model
 from tests.server_process import ServerProcess, running_server
@@ -405,3 +406,35 @@ def test_unit_a_failing_call_gives_its_place_back_and_so_does_one_never_run(lane
     with pytest.raises(RuntimeError):
         lanes.inference.submit(fails)
     assert lanes.inference.accepted == 0, "a call the shut-down pool refused holds no place"
+
+
+def test_unit_each_inference_call_reports_its_wait_for_a_thread() -> None:
+    waits: list[float] = []
+    pool = CountingThreadPool(1, "test-infer", waits.append)
+    release = threading.Event()
+    try:
+        first = pool.submit(release.wait, HELD_TIMEOUT_S)
+        second = pool.submit(lambda: "second")  # waits for the only thread, held by the first
+        submitted = time.perf_counter()  # after the pool's own stamp, so the bound below is strict
+        assert not second.done()
+        released = time.perf_counter()
+        release.set()
+        assert first.result(timeout=HELD_TIMEOUT_S) and second.result(timeout=HELD_TIMEOUT_S) == "second"
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert len(waits) == 2 and all(w >= 0 for w in waits)
+    # The second could start only after the release: its wait covers at least submit -> release.
+    assert waits[1] >= released - submitted
+
+
+def test_the_wait_for_a_thread_is_exported(served: Served) -> None:
+    assert iris_is_admitted(served)
+    text = httpx.get(f"{served.server.http_url}/metrics", timeout=ANSWER_TIMEOUT_S).text
+    counts = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelserve_grpc_thread_wait_seconds_count"
+    ]
+    assert counts and counts[0] >= 1

@@ -262,7 +262,9 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         listeners: set[asyncio.Task[None]] = set()
-        grpc_lanes = CallLanes(settings.grpc)
+        grpc_lanes = CallLanes(
+            settings.grpc, engine.metrics.grpc_thread_wait_seconds.observe if settings.metrics.enabled else None
+        )
         sibling_server = await self._join_siblings(engine)
         try:
             health = self._health_listener(engine)

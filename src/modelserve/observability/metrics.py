@@ -380,6 +380,14 @@ class ServerMetrics:
             buckets=REJECTION_BUCKETS_S,
             registry=self.registry,
         )
+        # Where a gRPC inference call waits before any of our code sees it: for a thread of its lane
+        # (transport/grpc/admission.py); the scheduler's queue time starts only after this.
+        self.grpc_thread_wait_seconds = Histogram(
+            "modelserve_grpc_thread_wait_seconds",
+            "Time a gRPC inference call waited for a thread of its lane before it started.",
+            buckets=REJECTION_BUCKETS_S,
+            registry=self.registry,
+        )
         self.connections_closed = Counter(
             "modelserve_http_connections_closed",
             "REST connections closed by a guard: idle_timeout, header_timeout, body_timeout (408), over_capacity.",

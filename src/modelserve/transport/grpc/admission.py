@@ -72,9 +72,12 @@ def pushback_metadata(retry_pushback_ms: int) -> tuple[tuple[str, str], ...]:
 class CountingThreadPool(concurrent.futures.ThreadPoolExecutor):
     """A thread pool that knows how many submitted calls have not returned yet (running or waiting)."""
 
-    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+    def __init__(
+        self, max_workers: int, thread_name_prefix: str, observe_wait: Callable[[float], None] | None = None
+    ) -> None:
         super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
         self.threads = max_workers
+        self._observe_wait = observe_wait
         self._accepted = 0
         self._count_lock = threading.Lock()
 
@@ -87,12 +90,14 @@ class CountingThreadPool(concurrent.futures.ThreadPoolExecutor):
         with self._count_lock:
             self._accepted += 1
         try:
-            return super().submit(self._counted, fn, args, kwargs)
+            return super().submit(self._counted, time.perf_counter(), fn, args, kwargs)
         except BaseException:  # shut down: nothing will run it, so it holds no place
             self._returned()
             raise
 
-    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    def _counted(self, submitted: float, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        if self._observe_wait is not None:
+            self._observe_wait(time.perf_counter() - submitted)
         try:
             return fn(*args, **kwargs)
         finally:
@@ -106,11 +111,13 @@ class CountingThreadPool(concurrent.futures.ThreadPoolExecutor):
 class CallLanes:
     """The thread pools of the gRPC server, one per kind of call (see the module docstring)."""
 
-    def __init__(self, settings: GrpcSettings) -> None:
+    def __init__(self, settings: GrpcSettings, observe_wait: Callable[[float], None] | None = None) -> None:
         self.control = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.reserved_threads, thread_name_prefix="grpc-control"
         )
-        self.inference = CountingThreadPool(settings.worker_threads - settings.reserved_threads, "grpc-infer")
+        self.inference = CountingThreadPool(
+            settings.worker_threads - settings.reserved_threads, "grpc-infer", observe_wait
+        )
         self.health = concurrent.futures.ThreadPoolExecutor(
             max_workers=HEALTH_THREADS, thread_name_prefix="grpc-health"
         )
