@@ -19,11 +19,41 @@ FP32 [4], ``label`` INT64 [1], ``probabilities`` FP32 [3] (digits_mlp works the 
 of shape [1, 4], with no ``--shape`` flag; modelserve reshapes its label to [batch] (``reshape: { shape: [ ] }``), which PyTriton cannot express, so Triton returns it as
 [batch, 1] (one INT64 per row either way, as MLServer's [-1, 1]).
 
-Batching. PyTriton's ``ModelConfig()`` default turns on Triton's dynamic batcher (``dynamic_batching {}``, no
-queue delay), which merges requests that are waiting at the same moment. modelserve's iris configuration has no
-dynamic batching, so by default this launcher turns it off (``batcher=None``: ``max_batch_size`` stays 64, no
-``dynamic_batching`` block), and every batch-1 request is one call of the function. ``--dynamic-batching``
-restores PyTriton's default.
+Batching and the other settings. By default this launcher keeps PyTriton's default dynamic batcher
+(``ModelConfig()`` writes ``dynamic_batching {}``: no queue delay, so it only merges requests that are already
+waiting when the model instance becomes free, and never holds one back), with one model instance, PyTriton's
+``@batch`` decorator, one onnxruntime thread and no tensor store: the fastest setting measured here. Every batch-1
+request still arrives and is answered on its own; Triton hands the waiting ones to the function together, which
+stacks them into one batch of rows. That is Triton's usual serving setup and what PyTriton does unless told
+otherwise; modelserve's iris configuration has no dynamic batching, so the report compares each server at its
+best, not the same scheduling. The other settings stay reachable: ``--no-dynamic-batching`` (``batcher=None``:
+``max_batch_size`` stays 64, no ``dynamic_batching`` block, every request is one call of the function),
+``--max-queue-delay-us N``, ``--instances N`` (PyTriton binds one function per Triton model instance, each with
+its own onnxruntime session, backend stub and handler thread here), ``--no-batch-decorator`` (the function gets
+the list of requests and runs each on its own), ``--ort-threads N`` (intra-op threads per session) and
+``--tensor-store``.
+
+Measured on this 2-core machine (``run_core.py --only mlserver --with-triton --protocols http,grpc --concurrency
+32 --server-cpus '' --client-cpus ''``, iris, batch 1, Triton's rows; unpinned and noisy, so compare within a
+sweep): infer/s and Triton's server CPU per request (µs), REST/gRPC; "batcher" is dynamic batching, delay 0.
+Sweep 1 ran the eight settings one after the other (MLServer meanwhile: 1,040-1,510 infer/s REST, 920-1,150
+gRPC); sweep 2, minutes later on a quieter machine, repeated the best three, interleaved:
+
+| setting (flags)                         | sweep 1 /s | µs/request | sweep 2 /s           | µs/request       |
+|-----------------------------------------|------------|------------|----------------------|------------------|
+| batcher off (``--no-dynamic-batching``) | 535/606    | 1850/1678  |                      |                  |
+| batcher, delay 0 (**the default**)      | 3758/3848  | 280/260    | 5504/4751, 5400/5214 | 215/222, 196/203 |
+| batcher, ``--max-queue-delay-us 100``   | 3843/3088  | 262/319    |                      |                  |
+| batcher off, ``--instances 2``          | 876/663    | 1310/1421  |                      |                  |
+| batcher, ``--instances 2``              | 3800/3886  | 309/293    | 4770/4586            | 290/295          |
+| batcher, ``--tensor-store``             | 1889/1745  | 565/581    |                      |                  |
+| batcher, ``--no-batch-decorator``       | 4396/3007  | 234/315    | 3686/4289, 4554/4651 | 288/243, 234/225 |
+| batcher, ``--ort-threads 2``            | 3530/2713  | 259/328    |                      |                  |
+
+So without the batcher Triton via PyTriton takes one request at a time from tritonserver through the backend
+stub to this process and back (1.3-1.9 ms of server CPU each), and a second instance barely helps on two cores;
+with it, one such round trip serves all the requests waiting. A queue delay, more instances, more onnxruntime
+threads or skipping ``@batch`` did not beat the default beyond the noise; the tensor store halves throughput.
 
 Transport. Between the stub and this process PyTriton by default moves tensors through its "tensor store"
 (shared-memory blocks handed over by a multiprocessing manager) and sends only references over ZeroMQ. For
@@ -67,8 +97,8 @@ missing.
 Usage (in the PyTriton venv)::
 
     .bench/pytriton-venv/bin/python bench/pytriton_launcher.py examples/models/iris/1/model.onnx \\
-        --http-port 8000 --grpc-port 8001 --metrics-port 8002 [--model-name iris] [--dynamic-batching]
-        [--tensor-store]
+        --http-port 8000 --grpc-port 8001 --metrics-port 8002 [--model-name iris] [--no-dynamic-batching]
+        [--max-queue-delay-us 0] [--instances 1] [--no-batch-decorator] [--ort-threads 1] [--tensor-store]
 """
 
 from __future__ import annotations
@@ -87,7 +117,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 from pytriton.decorators import batch
-from pytriton.model_config import ModelConfig, Tensor
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
 MAX_BATCH_SIZE = 64  # as examples/models/iris/config.pbtxt (and digits_mlp's)
@@ -109,10 +139,10 @@ class Signature:
     row_outputs: frozenset[str]  # ONNX outputs of shape [batch], declared [1] and reshaped to [batch, 1]
 
 
-def session(model_path: Path) -> ort.InferenceSession:
-    """The ONNX session, with modelserve's default options for the onnx runtime."""
+def session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
+    """The ONNX session, with modelserve's default options for the onnx runtime (threads: intra-op threads)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -136,19 +166,31 @@ def signature(sess: ort.InferenceSession) -> Signature:
     )
 
 
-def make_infer(sess: ort.InferenceSession, sig: Signature) -> Any:
-    """The inference function PyTriton binds: one batch of rows in (here always one request), every output out."""
+def make_infer(sess: ort.InferenceSession, sig: Signature, batched: bool = True) -> Any:
+    """The inference function PyTriton binds. batched: with PyTriton's @batch, which stacks the requests Triton
+    hands over at once into one batch of rows and splits the outputs again; without it, the function gets the
+    list of requests and runs each on its own (batch-1 requests: one row each)."""
     names = [t.name for t in sig.outputs]
 
-    @batch  # type: ignore[untyped-decorator]
-    def infer(**inputs: NDArray[Any]) -> dict[str, NDArray[Any]]:
+    def run(inputs: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         results = sess.run(names, inputs)
         return {
             name: value.reshape(-1, 1) if name in sig.row_outputs else value
             for name, value in zip(names, results, strict=True)
         }
 
-    return infer
+    if batched:
+
+        @batch  # type: ignore[untyped-decorator]
+        def infer_batch(**inputs: NDArray[Any]) -> dict[str, NDArray[Any]]:
+            return run(inputs)
+
+        return infer_batch
+
+    def infer_requests(requests: list[Any]) -> list[dict[str, NDArray[Any]]]:
+        return [run({name: request[name] for name in request}) for request in requests]
+
+    return infer_requests
 
 
 def use_own_libpython() -> str | None:
@@ -174,9 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, required=True)
     p.add_argument("--grpc-port", type=int, required=True)
     p.add_argument("--metrics-port", type=int, required=True)
-    p.add_argument("--dynamic-batching", action="store_true", help="keep PyTriton's default dynamic batcher")
+    p.add_argument("--no-dynamic-batching", action="store_true", help="turn off PyTriton's default dynamic batcher")
+    p.add_argument("--max-queue-delay-us", type=int, default=0, help="dynamic batcher's queue delay (default 0)")
+    p.add_argument("--instances", type=int, default=1, help="model instances, one function and session each")
+    p.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per session")
+    p.add_argument("--no-batch-decorator", action="store_true", help="bind the function without PyTriton's @batch")
     p.add_argument("--tensor-store", action="store_true", help="keep PyTriton's default shared-memory tensor transport")
     args = p.parse_args(argv)
+    if args.instances < 1 or args.ort_threads < 1 or args.max_queue_delay_us < 0:
+        p.error("--instances and --ort-threads must be at least 1, --max-queue-delay-us at least 0")
     if not args.model.is_file():
         raise SystemExit(f"missing {args.model} (run .venv/bin/python examples/build_models.py)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -193,11 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         libdir or "the system's (this interpreter has no shared one)",
         "in PyTriton's shared-memory tensor store" if args.tensor_store else "serialised in the ZeroMQ messages",
     )
-    sess = session(args.model)
-    sig = signature(sess)
+    logging.getLogger("pytriton_launcher").info(
+        "dynamic batching %s, %d instance(s), %d onnxruntime thread(s) each, @batch %s",
+        "off" if args.no_dynamic_batching else f"on (max queue delay {args.max_queue_delay_us} us)",
+        args.instances,
+        args.ort_threads,
+        "off" if args.no_batch_decorator else "on",
+    )
+    sessions = [session(args.model, args.ort_threads) for _ in range(args.instances)]
+    sig = signature(sessions[0])
     config = ModelConfig(max_batch_size=MAX_BATCH_SIZE)
-    if not args.dynamic_batching:
+    if args.no_dynamic_batching:
         config.batcher = None  # PyTriton writes a dynamic_batching block only for a DynamicBatcher
+    else:
+        config.batcher = DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us)
     triton_config = TritonConfig(
         http_address="127.0.0.1",
         http_port=args.http_port,
@@ -212,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     with Triton(config=triton_config, security_config=security) as triton:
         triton.bind(
             model_name=args.model_name,
-            infer_func=make_infer(sess, sig),
+            infer_func=[make_infer(sess, sig, batched=not args.no_batch_decorator) for sess in sessions],
             inputs=sig.inputs,
             outputs=sig.outputs,
             config=config,
