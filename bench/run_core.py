@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.request
@@ -86,6 +87,19 @@ LABEL = {"modelserve": "modelserve", "mlserver": "MLServer", "triton": "Triton"}
 PEERS = ("mlserver", "triton")  # the servers modelserve is compared with; every other name is a modelserve variant
 # The report's measures: Measurement attribute, column unit, divisor, decimals.
 METRICS = (("throughput", "infer/s", 1.0, 0), ("p50_us", "p50 ms", 1000.0, 2), ("p99_us", "p99 ms", 1000.0, 2))
+
+
+def batched_repository(model: str) -> Path:
+    """A copy of the example ``model`` with dynamic batching on (modelserve's default policy, no delay), in
+    ``.bench/modelserve-batched``: the like-for-like row against a peer that batches."""
+    source, repo = ROOT / "examples" / "models" / model, ROOT / ".bench" / "modelserve-batched"
+    target = repo / model
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.profile.json"))
+    config = target / "config.pbtxt"
+    config.write_text(config.read_text() + "dynamic_batching { }\n")
+    return repo
 
 
 def server_cpu_s(pid: int) -> float:
@@ -224,6 +238,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[None],
         help="modelserve --workers values to run, one server each, e.g. default,2 (default: default)",
     )
+    p.add_argument(
+        "--batched",
+        action="store_true",
+        help="also run each --workers variant with dynamic batching on (a copy of the model's config)",
+    )
     p.add_argument("--server-cpus", default="0", help="taskset CPU list for the server ('' = no pinning)")
     p.add_argument("--client-cpus", default="1", help="taskset CPU list for perf_analyzer ('' = no pinning)")
     return p.parse_args(argv)
@@ -244,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workers in args.workers if "modelserve" in wanted else []:
         name = "modelserve" if workers is None else f"modelserve-workers-{workers}"
         specs.append(modelserve_spec(args.model, name=name, workers=workers))
+    for workers in args.workers if "modelserve" in wanted and args.batched else []:
+        name = "modelserve-batched" if workers is None else f"modelserve-batched-workers-{workers}"
+        specs.append(modelserve_spec(args.model, batched_repository(args.model), name=name, workers=workers))
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = RESULTS / stamp
