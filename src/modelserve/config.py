@@ -269,6 +269,13 @@ class SchedulingSettings(_Group):
         description="A version's queue also refuses (503 at once) while its oldest waiting request has waited "
         "longer than this, so under overload the wait follows time, not only length (0 = length only).",
     )
+    inline_below_us: int = Field(
+        100,
+        ge=0,
+        description="An unbatched in-process model (onnx, sklearn) whose calls have recently taken less than "
+        "this runs REST requests on the event loop's thread, without the two hand-offs to an instance thread "
+        "and back (they cost more than a microseconds model); 0 = always hand off.",
+    )
     batch_policy: BatchPolicyName = Field(
         BatchPolicyName.ADAPTIVE,
         description="Dynamic batching rule for models that do not choose: adaptive (an idle instance takes "

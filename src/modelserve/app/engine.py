@@ -74,6 +74,7 @@ class Engine:
                 max_queue_size=settings.scheduling.max_queue_size,
                 batch_policy=settings.scheduling.batch_policy.value,
                 max_queue_time_ns=settings.scheduling.max_queue_time_ms * 1_000_000,
+                inline_below_ns=settings.scheduling.inline_below_us * 1000,
             ),
             load_concurrency=repository.load_threads,
             clock=self.clock,

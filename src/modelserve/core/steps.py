@@ -53,6 +53,9 @@ class RunBlocking:
 
     call: Callable[[], Any]
     executor: concurrent.futures.Executor | None = None
+    # The loop's driver runs the call in place instead, blocking the loop for it: only for calls known to
+    # take microseconds, where the two hand-offs between threads would cost more than the call itself.
+    inline: bool = False
 
 
 @dataclass(slots=True)
@@ -157,6 +160,8 @@ async def _wait(step: Step, loop: asyncio.AbstractEventLoop, timeout_s: float | 
         step.call()
         return None
     if isinstance(step, RunBlocking):
+        if step.inline:
+            return step.call()
         # Shielded: a caller that gives up stops waiting; the call finishes on its thread regardless.
         running = asyncio.shield(loop.run_in_executor(step.executor, step.call))
         return await (running if timeout_s is None else asyncio.wait_for(running, timeout_s))

@@ -42,6 +42,7 @@ class SchedulingDefaults:
     max_queue_size: int
     batch_policy: str = "adaptive"
     max_queue_time_ns: int = 0
+    inline_below_ns: int = 0
 
 
 def _level_policy(raw: Any, defaults: SchedulingDefaults) -> LevelPolicy:
@@ -108,6 +109,7 @@ def build_scheduler(
             statistics=statistics,
             max_queue_size=defaults.max_queue_size,
             max_queue_time_ns=defaults.max_queue_time_ns,
+            inline_below_ns=defaults.inline_below_ns,
             clock=clock,
         )
     batching = config.dynamic_batching

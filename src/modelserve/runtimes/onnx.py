@@ -88,6 +88,9 @@ def _as_str_elements(array: np.ndarray) -> np.ndarray:
 class OnnxRuntime:
     """One onnxruntime ``InferenceSession`` (one instance of ``instance_group``)."""
 
+    # Runs in this process (no pipe to wait on): a scheduler may run a call that takes microseconds in place.
+    runs_in_process = True
+
     def __init__(self, context: LoadContext) -> None:
         self._context = context
         self._session: Any = None

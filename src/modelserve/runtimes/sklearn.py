@@ -45,6 +45,9 @@ _METHOD_BY_OUTPUT = {
 
 
 class SklearnRuntime:
+    # Runs in this process (no pipe to wait on): a scheduler may run a call that takes microseconds in place.
+    runs_in_process = True
+
     def __init__(self, context: LoadContext) -> None:
         self._context = context
         self._estimator: Any = None

@@ -20,6 +20,7 @@ version and ``reason``: the one conversion, in ``execute``, for both drivers.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Protocol
@@ -37,6 +38,9 @@ from modelserve.runtimes.base import Runtime
 from modelserve.scheduling.admission import UNLOADED, VersionAdmission
 from modelserve.scheduling.instance_pool import InstancePool
 from modelserve.scheduling.single import SingleRun
+
+# Calls measured before a version's calls may run in place on the loop (the first ones include warm-up).
+_INLINE_AFTER_CALLS = 16
 
 __all__ = ["DirectScheduler", "Scheduler"]
 
@@ -101,8 +105,15 @@ class DirectScheduler:
         max_queue_size: int,
         clock: Clock,
         max_queue_time_ns: int = 0,
+        inline_below_ns: int = 0,
     ) -> None:
         self._signature = signature
+        # Run in place on the caller's loop only models that run in this process (a python-runtime call
+        # waits on a pipe) and, once measured, take less than inline_below_ns a call.
+        in_process = all(getattr(runtime, "runs_in_process", False) for runtime in runtimes)
+        self._inline_below_ns = inline_below_ns if in_process else 0
+        self._call_ns = 0.0  # moving average of a call's time on its instance (a few calls' memory)
+        self._calls = 0
         self._owner = f"model '{signature.name}' version {version}"
         self._runtimes = runtimes
         self._pool: InstancePool[Runtime] = InstancePool(
@@ -162,7 +173,7 @@ class DirectScheduler:
                 queued_outputs: dict[str, np.ndarray] = yield WaitFor(ran, partial(self._withdraw, taken, ran))
                 return queued_outputs
             outputs: dict[str, np.ndarray] = yield RunBlocking(
-                partial(self._run, taken, request, output_names, start), self._executor
+                partial(self._run, taken, request, output_names, start), self._executor, self._is_tiny()
             )
             return outputs
         except Exception as exc:
@@ -227,8 +238,25 @@ class DirectScheduler:
         queue time, then the call on the lent instance, which is given back here."""
         queued = self._clock.now_ns()
         self._stats.record_queue(queued - start_ns)
-        return self._single.run_lent(
-            runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
+        if not self._inline_below_ns:
+            return self._single.run_lent(
+                runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
+            )
+        began = time.perf_counter_ns()
+        try:
+            return self._single.run_lent(
+                runtime, request, output_names, queued, admission=self._admission, give_back=self._pool.release
+            )
+        finally:
+            # Races between instance threads only blur the average a little; it is a hint, not a count.
+            took = time.perf_counter_ns() - began
+            self._call_ns = took if not self._calls else self._call_ns + (took - self._call_ns) / 8
+            self._calls += 1
+
+    def _is_tiny(self) -> bool:
+        """Whether a call may run in place on the loop (``RunBlocking.inline``): measured, and fast."""
+        return (
+            bool(self._inline_below_ns) and self._calls >= _INLINE_AFTER_CALLS and self._call_ns < self._inline_below_ns
         )
 
     def _withdraw(
