@@ -95,13 +95,7 @@ class _HealthListener:
         self._thread = threading.Thread(target=self._serve, name="health-listener", daemon=True)
 
     def _serve(self) -> None:
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:
-            runner = asyncio.Runner()
-        with runner:
+        with _runner() as runner:
             runner.run(self._server.serve(sockets=[self._socket]))
 
     def start(self) -> None:
@@ -353,11 +347,14 @@ class Server:
 def run(settings: Settings, slot: WorkerSlot | None = None) -> int:
     """Run a server until SIGTERM/SIGINT; returns the exit code. ``slot``: this process is one of the
     supervisor's workers (app/workers.py)."""
+    with _runner() as runner:
+        return runner.run(Server(settings, slot).run())
+
+
+def _runner() -> asyncio.Runner:
+    """An event loop runner on uvloop where it is installed (the server's and the health listener's)."""
     try:
         import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:  # uvloop is optional on platforms without it
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(Server(settings, slot).run())
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
