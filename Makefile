@@ -4,21 +4,31 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two stamps: serving needs the package and what examples/build_models.py imports (the `examples` extra);
+# the checks add the `dev` extra on top, so `make test` after `make serve` installs only the dev tools.
+SERVE_STAMP := $(VENV)/.serve-stamp
+DEV_STAMP   := $(VENV)/.dev-stamp
 MODELS := examples/models/iris/1/model.onnx examples/models/iris_sklearn/1/model.skops \
           examples/models/digits_mlp/1/model.onnx examples/models/iris/1.profile.json
 
-.PHONY: all venv system-deps examples serve test lint typecheck importlint unit bench bench-batching bench-observability bench-overload clean
+.PHONY: all serve-venv venv system-deps examples serve test lint typecheck importlint unit bench bench-batching bench-observability bench-overload clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.[examples]'
+	touch $(SERVE_STAMP)
 
-venv: $(STAMP)
+$(DEV_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install --quiet -e '.[examples,dev]'
+	touch $(DEV_STAMP)
+
+# serve-venv: what `make serve` needs; venv: everything `make test` needs.
+serve-venv: $(SERVE_STAMP)
+
+venv: $(DEV_STAMP)
 
 # Tools the tests drive for real: Prometheus (promtool checks deploy/ rules; one test scrapes the server) and
 # headless Chromium with its driver (the dashboard test). Debian packages, installed once when missing.
@@ -35,7 +45,7 @@ system-deps:
 	    --no-install-recommends prometheus chromium chromium-driver >/dev/null; }; \
 	fi
 
-$(MODELS) &: examples/build_models.py $(STAMP)
+$(MODELS) &: examples/build_models.py $(SERVE_STAMP)
 	$(BIN)/python examples/build_models.py --out examples/models
 
 examples: $(MODELS)
@@ -53,7 +63,7 @@ typecheck: venv
 importlint: venv
 	$(BIN)/lint-imports
 
-unit: examples system-deps
+unit: venv examples system-deps
 	$(BIN)/pytest
 
 test: lint typecheck importlint unit

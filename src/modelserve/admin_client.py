@@ -6,6 +6,7 @@ server's own ``{"error": ...}`` message.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -16,7 +17,13 @@ __all__ = ["AdminClient", "AdminError"]
 
 
 class AdminError(Exception):
-    """The server answered with an error, or could not be reached."""
+    """The server answered with an error, or could not be reached, or what answered is not its REST API."""
+
+
+# What to check when --url does not lead to a modelserve REST API (the usual slip: the gRPC port, 8001).
+_CHECK_URL = (
+    "check that --url is the server's REST address (http://HOST:PORT, default http://127.0.0.1:8000), not its gRPC port"
+)
 
 
 class AdminClient:
@@ -44,8 +51,21 @@ class AdminClient:
                 message = exc.reason
             raise AdminError(f"{exc.code}: {message}") from exc
         except urllib.error.URLError as exc:
-            raise AdminError(f"cannot reach {self._url}: {exc.reason}") from exc
-        return json.loads(payload) if payload else None
+            reason = getattr(exc.reason, "strerror", None) or exc.reason
+            raise AdminError(
+                f"cannot reach {self._url} ({reason}): is the server running, and is --url its REST address "
+                "(http://HOST:PORT, default http://127.0.0.1:8000)?"
+            ) from exc
+        except (http.client.HTTPException, ConnectionError) as exc:
+            # A port that speaks something else: gRPC's HTTP/2 answers an HTTP/1.1 request with a frame that
+            # is no status line (BadStatusLine), or closes the connection (RemoteDisconnected).
+            raise AdminError(f"{self._url} did not answer HTTP/1.1 ({type(exc).__name__}); {_CHECK_URL}") from exc
+        except TimeoutError as exc:
+            raise AdminError(f"{self._url} did not answer within {self._timeout_s:.0f} s; {_CHECK_URL}") from exc
+        try:
+            return json.loads(payload) if payload else None
+        except ValueError as exc:
+            raise AdminError(f"{self._url}{path} answered with something that is not JSON; {_CHECK_URL}") from exc
 
     @staticmethod
     def _quote(name: str) -> str:

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default=None, help="address to bind [server.host, default 127.0.0.1]")
     serve.add_argument(
+        "--server-name",
+        default=None,
+        metavar="NAME",
+        help="the name server metadata reports; 'triton' for clients that check it [server.name, default modelserve]",
+    )
+    serve.add_argument(
         "--workers",
         type=_workers,
         default=None,
@@ -219,6 +225,8 @@ def _run_profile(args: argparse.Namespace) -> int:
         input_name = args.input or (inputs[0] if len(inputs) == 1 else "")
         if not input_name:
             raise ProfileError(f"model '{args.model}' has inputs {inputs or '(none declared)'}: name one with --input")
+        if inputs and input_name not in inputs:
+            raise ProfileError(f"model '{args.model}' has no input '{input_name}'; its inputs: {inputs}")
         labels = _read_array(args.labels) if args.labels is not None else None
         prediction_output = args.prediction_output
         if labels is not None and not prediction_output:
@@ -237,6 +245,16 @@ def _run_profile(args: argparse.Namespace) -> int:
             labels=labels,
             prediction_output=prediction_output,
         )
+        declared = {tensor.name: tensor for tensor in config.input}
+        if input_name in declared:
+            profile.check_fits(list(declared[input_name].dims), batched=config.max_batch_size > 0)
+        else:
+            print(
+                f"modelserve profile: note: config.pbtxt does not list input '{input_name}', so the data's "
+                "feature count is not checked against it; the server counts requests that do not fit the "
+                "profile in modelserve_drift_mismatched_requests_total",
+                file=sys.stderr,
+            )
         path = profile_path(model_dir, version)
         inside(
             args.model_repository,
@@ -288,12 +306,16 @@ def _run_admin(args: argparse.Namespace) -> int:
     try:
         client = AdminClient(args.url)
         if args.command == "models":
-            for entry in client.models():
+            entries = client.models()
+            print(f"{'MODEL':<24} {'VERSION':<8} {'STATE':<12} {'MEMORY':>8}  REASON")
+            for entry in entries:
                 memory = f"{entry['memory_bytes'] / 2**20:.0f} MiB" if "memory_bytes" in entry else "-"
                 print(
                     f"{entry['name']:<24} {entry.get('version', '-'):<8} {entry['state']:<12} {memory:>8}  "
                     f"{entry.get('reason', '')}".rstrip()
                 )
+            if not entries:
+                print("(the repository has no models)")
         elif args.command == "load":
             client.load(args.model)
             print(f"{args.model}: loaded")
@@ -301,7 +323,10 @@ def _run_admin(args: argparse.Namespace) -> int:
             client.unload(args.model)
             print(f"{args.model}: unloaded")
         elif args.command == "alias" and args.alias_command == "list":
-            for name, alias in client.aliases(args.model)["aliases"].items():
+            aliases = client.aliases(args.model)["aliases"]
+            if not aliases:
+                print(f"{args.model}: no aliases (set one with: modelserve alias set {args.model} production VERSION)")
+            for name, alias in aliases.items():
                 history = " <- ".join(reversed(alias["history"]))
                 print(f"{name:<16} {alias['version']:<8} {('was ' + history) if history else ''}".rstrip())
         elif args.command == "alias":
@@ -325,6 +350,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     put("repository", "path", args.model_repository)
     put("server", "host", args.host)
+    put("server", "name", args.server_name)
     put("server", "workers", args.workers)
     put("http", "port", args.http_port)
     put("grpc", "port", args.grpc_port)

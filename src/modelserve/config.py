@@ -36,6 +36,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "SettingsError",
+    "SharedMemorySettings",
     "load_settings",
     "settings_from_mapping",
 ]
@@ -56,6 +57,11 @@ class ControlMode(enum.StrEnum):
 
 
 class ServerSettings(_Group):
+    name: str = Field(
+        "modelserve",
+        description="The name server metadata reports (REST GET /v2, gRPC ServerMetadata); Triton's clients and "
+        "examples that check for Triton expect 'triton'. 1-64 printable ASCII characters.",
+    )
     host: str = Field("127.0.0.1", description="Address both listeners bind; 127.0.0.1 unless you mean it.")
     workers: int | Literal["auto"] = Field(
         1,
@@ -79,6 +85,18 @@ class ServerSettings(_Group):
         "rules and the prediction log read them; no other header is read. x-request-id is read too (over gRPC only "
         "when this list is not empty).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _server_name(cls, name: str) -> str:
+        # Sent in every metadata answer and shown in logs: bounded, and nothing a terminal or a JSON/HTTP
+        # consumer could trip on (control characters, non-ASCII look-alikes).
+        if not 1 <= len(name) <= 64 or not all(" " <= c <= "~" for c in name) or name.strip() != name:
+            shown = name[:64].encode("unicode_escape").decode("ascii")
+            raise ValueError(
+                f"server.name must be 1-64 printable ASCII characters without leading or trailing spaces, got '{shown}'"
+            )
+        return name
 
     @field_validator("workers")
     @classmethod
@@ -241,6 +259,11 @@ class RepositorySettings(_Group):
         description="Follow symbolic links inside the repository whose target is inside it too; false refuses "
         "every link. A link that leaves the repository is always refused (the model is FAILED with the reason).",
     )
+    allow_load_files: bool = Field(
+        False,
+        description="Accept model files inside a load request (Triton's 'file:<version>/<name>' load "
+        "parameters, explicit mode, one worker): whoever may call the load API can then run code here.",
+    )
     memory_budget_mb: int = Field(
         0,
         ge=0,
@@ -402,6 +425,24 @@ class DashboardSettings(_Group):
     enabled: bool = Field(True, description="Serve the live dashboard at GET /dashboard on the REST port.")
 
 
+class SharedMemorySettings(_Group):
+    """Triton's system shared memory extension: clients register POSIX shared-memory objects and pass
+    tensors through them (README, "System shared memory")."""
+
+    enabled: bool = Field(
+        True,
+        description="Serve /v2/systemsharedmemory and gRPC SystemSharedMemory*, and read inputs from / write "
+        "outputs to registered regions; false answers them 501 / UNIMPLEMENTED and does not advertise "
+        "system_shared_memory.",
+    )
+    max_regions: int = Field(64, ge=1, description="Regions registered at once; one more is refused (400).")
+    max_total_bytes: int = Field(
+        2 * 2**30,
+        ge=1,
+        description="Bytes all registered regions may span together; a registration past it is refused (400).",
+    )
+
+
 class Settings(_Group):
     server: ServerSettings = ServerSettings()
     http: HttpSettings = HttpSettings()
@@ -415,6 +456,7 @@ class Settings(_Group):
     drift: DriftSettings = DriftSettings()
     alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    shared_memory: SharedMemorySettings = SharedMemorySettings()
 
     @model_validator(mode="after")
     def _alert_windows_fit_the_monitor(self) -> Settings:

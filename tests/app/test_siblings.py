@@ -35,6 +35,9 @@ class FakeLocal:
     async def reload_aliases(self, name: str) -> None:
         self.aliases_reloaded.append(name)
 
+    def load_parameters(self, name: str) -> dict[str, Any]:
+        return {"config": '{"max_batch_size": 2}'} if name == "configured" else {}
+
     async def statistics(self, name: str, version: str) -> list[Any]:
         return []
 
@@ -58,7 +61,11 @@ def test_a_change_reaches_every_sibling_and_reads_come_back_by_worker(tmp_path: 
             assert one.aliases_reloaded == two.aliases_reloaded == ["iris"]
             assert await caller.metrics_texts() == {1: "m1\n", 2: "m2\n"}
             assert await caller.statistics_documents("", "") == [{"model_stats": []}] * 2
-            assert await caller.loaded_models() == ["iris"]
+            assert await caller.loaded_models() == {"iris": {}}
+            await caller.load_model("configured", {"config": '{"max_batch_size": 2}'})
+            # A worker that joins late loads each model with the parameters its siblings loaded it with.
+            assert await caller.loaded_models() == {"configured": {"config": '{"max_batch_size": 2}'}, "iris": {}}
+            await caller.unload_model("configured", {})
             await caller.unload_model("iris", {})
             assert one.loaded == two.loaded == []
         finally:

@@ -144,7 +144,8 @@ def test_a_port_in_use_stops_the_supervisor_with_exit_2_naming_it(tmp_path: Path
         taken.listen()
         result = subprocess.run(server.args, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert f"cannot bind REST (http.port) on 127.0.0.1:{server.http_port}" in result.stderr
+    assert f"cannot listen for REST on 127.0.0.1:{server.http_port}" in result.stderr
+    assert "--http-port" in result.stderr
 
 
 def test_auto_counts_the_cpus_the_cgroup_quota_allows(tmp_path: Path) -> None:
@@ -238,13 +239,17 @@ def test_an_alias_move_applies_to_every_worker_and_is_recorded_once(explicit: Se
 
 
 def test_a_replacement_worker_loads_what_the_others_loaded_through_the_api(explicit: ServerProcess) -> None:
-    assert httpx.post(f"{explicit.http_url}/v2/repository/models/iris_copy/load", timeout=30).status_code == 200
+    # Loaded with a config of the load API: the replacement must load it with that config too.
+    override = {"parameters": {"config": '{"max_batch_size": 7}'}}
+    loaded = httpx.post(f"{explicit.http_url}/v2/repository/models/iris_copy/load", json=override, timeout=30)
+    assert loaded.status_code == 200, loaded.text
     victim, survivor = workers_of(explicit)
     victim.send_signal(signal.SIGKILL)
     victim.wait(TIMEOUT_S)
     assert any(w.pid != survivor.pid for w in wait_for_workers(explicit)), "no replacement"
     # 24 new connections: some reach the replacement, which serves the API-loaded model too.
     assert [infer_model_on_a_new_connection(explicit, "iris_copy") for _ in range(24)] == [200] * 24
+    assert {fresh_get(explicit, "/v2/models/iris_copy/config").json()["max_batch_size"] for _ in range(24)} == {7}
 
 
 def test_each_worker_writes_its_prediction_log_in_a_folder_of_its_own(tmp_path: Path) -> None:

@@ -128,7 +128,9 @@ def test_a_mistyped_large_json_body_is_refused_from_its_header() -> None:
         header = parse_infer_header(body, None, "m", "1", LIMITS)
         check_declared_inputs(header.declared, _signature())
 
-    with pytest.raises(ValidationError, match="input 'x' of model 'm' has datatype INT8 but the model expects FP32"):
+    with pytest.raises(
+        ValidationError, match=r"^inference input 'x' data-type is 'INT8', but model 'm' expects 'FP32'"
+    ):
         check()
     # The data array is neither parsed nor converted: far less than the body is allocated (a parse would
     # allocate a list of 8 bytes per element, 4x the body).
@@ -152,7 +154,7 @@ def test_grpc_metadata_is_checked_without_touching_the_contents() -> None:
     message.raw_input_contents.append(b"\0" * 10)  # the wrong size: only decoding would notice
     header = grpc_codec.parse_infer_header(message, 1 << 28, 16)
     assert header.declared == {"x": (Datatype.INT8, (1 << 20,))}
-    with pytest.raises(ValidationError, match="has datatype INT8 but the model expects FP32"):
+    with pytest.raises(ValidationError, match="data-type is 'INT8', but model 'm' expects 'FP32'"):
         check_declared_inputs(header.declared, _signature())
     with pytest.raises(DecodeError, match="binary data is 10 bytes"):
         grpc_codec.decode_infer_tensors(header)

@@ -344,4 +344,4 @@ def test_a_manifest_must_list_every_file_and_a_same_version_reload_swaps_in_plac
         assert ready.status_code == 200
         client.unload_model("scaled")
         not_ready = httpx.get(f"{server.http_url}/v2/models/scaled/ready")
-        assert not_ready.status_code == 503 and "UNLOADED" in not_ready.json()["error"]
+        assert not_ready.status_code == 400 and "UNLOADED" in not_ready.json()["error"]

@@ -43,6 +43,12 @@ def config_disagrees_with_the_file(model: Path) -> None:
     )
 
 
+def misnamed_model_file(model: Path) -> None:
+    (model / "1" / "model.onnx").rename(model / "1" / "model.pt")
+    (model / "1" / "README").write_text("the weights\n")
+    (model / "1" / "assets").mkdir()
+
+
 def bad_warmup(model: Path) -> None:
     (model / "config.pbtxt").write_text(
         CONFIG + 'model_warmup [ { name: "w" inputs { key: "nope" value: { data_type: TYPE_FP32 dims: [ 3 ] } } } ]'
@@ -55,6 +61,7 @@ def bad_warmup(model: Path) -> None:
         (bad_config, "config", "config.pbtxt does not parse"),
         (bad_checksum, "checksum", "checksum mismatch for 'model.onnx'"),
         (bad_model_file, "load", "onnxruntime cannot load 'model.onnx'"),
+        (misnamed_model_file, "load", "1/model.onnx not found; the folder holds: README, assets/, model.pt"),
         (config_disagrees_with_the_file, "verify", "input 'x' has data_type TYPE_FP64 but model.onnx declares FP32"),
         (bad_warmup, "warmup", "model_warmup 'w' names unknown input 'nope'"),
     ],

@@ -134,12 +134,12 @@ def _classification(**value: Any) -> Any:
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _CASES: list[tuple[str, Callable[[], Any], grpc.StatusCode | set[grpc.StatusCode], tuple[str, ...]]] = [
     ("unknown-model", lambda: _request("no_such_model"), grpc.StatusCode.NOT_FOUND, ("no_such_model",)),
-    ("unknown-version", lambda: _request(version="7"), grpc.StatusCode.NOT_FOUND, ("'7'", "['1']")),
+    ("unknown-version", lambda: _request(version="7"), grpc.StatusCode.NOT_FOUND, ("version 7", "['1']")),
     (
         "wrong-datatype",
         lambda: _request(datatype="FP64", raw=[ROW.astype(np.float64).tobytes()]),
         INVALID,
-        ("input-0", "FP64", "expects FP32"),
+        ("input-0", "'FP64'", "expects 'FP32'"),
     ),
     (
         "wrong-shape",
@@ -353,7 +353,7 @@ def test_bad_version_is_a_client_error(stub: Stub) -> None:
     assert_rpc_error(
         lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="7"), timeout=10),
         grpc.StatusCode.NOT_FOUND,
-        "'7'",
+        "version 7 is not found",
     )
     assert_good_request_works(stub)
 
@@ -369,7 +369,7 @@ def test_stream_reports_a_bad_request_and_stays_open(stub: Stub) -> None:
     replies = list(stub.ModelStreamInfer(iter([bad, good]), timeout=10))
     assert len(replies) == 2
     by_id = {r.infer_response.id: r for r in replies}
-    assert_clean_details(by_id["bad"].error_message, "input-0", "FP64", "expects FP32")
+    assert_clean_details(by_id["bad"].error_message, "input-0", "FP64", "expects 'FP32'")
     assert by_id["good"].error_message == ""
     assert np.frombuffer(by_id["good"].infer_response.raw_output_contents[0], dtype=np.int64).tolist() == [0]
 
@@ -388,7 +388,7 @@ def test_tritonclient_grpc_sees_not_found_then_succeeds(examples_server: ServerP
         with pytest.raises(InferenceServerException) as caught:
             client.infer("iris", [wrong])
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-        assert_clean_details(caught.value.message(), "FP64", "expects FP32")
+        assert_clean_details(caught.value.message(), "FP64", "expects 'FP32'")
         result = client.infer("iris", [infer_input])
         assert result.as_numpy("label").reshape(-1).tolist() == [0]
     finally:

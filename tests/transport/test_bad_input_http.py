@@ -158,13 +158,13 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 _JSON_CASES: list[tuple[str, str, dict[str, Any], int | tuple[int, ...], tuple[str, ...]]] = [
     ("unknown-model", "/v2/models/no_such_model/infer", GOOD, 404, ("no_such_model", "repository/index")),
-    ("unknown-version", "/v2/models/iris/versions/7/infer", GOOD, 404, ("'7'", "loaded versions: ['1']")),
+    ("unknown-version", "/v2/models/iris/versions/7/infer", GOOD, 404, ("version 7", "loaded versions: ['1']")),
     (
         "wrong-datatype",
         IRIS,
         {"inputs": [_input("input-0", [1, 4], "FP64", GOOD_ROW)]},
         400,
-        ("input-0", "FP64", "expects FP32"),
+        ("input-0", "'FP64'", "expects 'FP32'"),
     ),
     (
         "wrong-shape",

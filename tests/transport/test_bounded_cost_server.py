@@ -38,7 +38,10 @@ def test_a_mistyped_16_mib_json_body_is_refused_from_its_header(examples_server:
     before = _rss(examples_server)
     response = httpx.post(url, content=body, timeout=60)
     assert response.status_code == 400
-    assert response.json() == {"error": "input 'input-0' of model 'iris' has datatype INT8 but the model expects FP32"}
+    assert response.json() == {
+        "error": "inference input 'input-0' data-type is 'INT8', but model 'iris' expects 'FP32'. "
+        "Send input 'input-0' as FP32 (it was sent as INT8)"
+    }
     # Reading the body costs its size; a parse of the data would cost 4x more again (8 bytes per element).
     assert _rss(examples_server) - before < 2 * len(body)
     _iris_ok_over_http(examples_server)

@@ -91,7 +91,7 @@ def test_a_taken_health_port_stops_the_server_with_exit_2_naming_it(tmp_path: Pa
             [*server.args, "--health-port", str(port)], capture_output=True, text=True, timeout=60, check=False
         )
     assert result.returncode == 2
-    assert "pick another http.health_port" in result.stderr
+    assert "pick another port with --health-port (setting http.health_port)" in result.stderr
 
 
 def test_workers_share_the_health_port(tmp_path: Path) -> None:

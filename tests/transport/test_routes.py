@@ -77,9 +77,23 @@ CASES = [
     ("GET", "/v2/dashboard/summary", "dashboard_summary", {}, Scope.DASHBOARD),
     ("GET", "/dashboard", "dashboard_file", {"file": ""}, Scope.DASHBOARD),
     ("GET", "/dashboard/dashboard.js", "dashboard_file", {"file": "dashboard.js"}, Scope.DASHBOARD),
-    ("GET", "/v2/systemsharedmemory/status", "unsupported", {"rest": "status"}, Scope.SHARED_MEMORY),
+    ("GET", "/v2/systemsharedmemory/status", "system_shm_status", {"region": ""}, Scope.SHARED_MEMORY),
+    ("GET", "/v2/systemsharedmemory/region/r/status", "system_shm_status", {"region": "r"}, Scope.SHARED_MEMORY),
+    ("POST", "/v2/systemsharedmemory/region/r/register", "system_shm_register", {"region": "r"}, Scope.SHARED_MEMORY),
+    ("POST", "/v2/systemsharedmemory/unregister", "system_shm_unregister", {"region": ""}, Scope.SHARED_MEMORY),
     (
         "POST",
+        "/v2/systemsharedmemory/region/r/unregister",
+        "system_shm_unregister",
+        {"region": "r"},
+        Scope.SHARED_MEMORY,
+    ),
+    ("GET", "/v2/cudasharedmemory/status", "cuda_shm_status", {"region": ""}, Scope.SHARED_MEMORY),
+    ("POST", "/v2/cudasharedmemory/region/r/register", "cuda_shm_register", {"region": "r"}, Scope.SHARED_MEMORY),
+    ("POST", "/v2/cudasharedmemory/unregister", "cuda_shm_unregister", {"region": ""}, Scope.SHARED_MEMORY),
+    ("PUT", "/v2/systemsharedmemory/status", "unsupported", {"rest": "status"}, Scope.SHARED_MEMORY),
+    (
+        "GET",
         "/v2/cudasharedmemory/region/r/register",
         "unsupported",
         {"rest": "region/r/register"},
@@ -203,8 +217,10 @@ def test_an_unknown_path_names_itself_and_lists_the_routes() -> None:
     assert INFER_SHAPE in listing.split(", ")
     assert "GET /v2/models[/{model}[/versions/{version}]]/stats" in listing
     assert "GET /dashboard[/{file}]" in listing  # {file:path} shown without its converter
-    # The 501 families exist only to refuse; a list of what to use leaves them out.
-    assert "trace" not in listing and "sharedmemory" not in listing and "ANY" not in listing
+    # The 501 families exist only to refuse, and the CUDA routes only to answer "none"; a list of what to
+    # use leaves them out, and lists the system shared memory operations.
+    assert "trace" not in listing and "cudasharedmemory" not in listing and "ANY" not in listing
+    assert "POST /v2/systemsharedmemory/region/{region}/register" in listing.split(", ")
 
 
 def test_the_404_message_is_bounded() -> None:
@@ -364,6 +380,12 @@ SAME_OPERATION = {
     "RepositoryIndex": "repository_index",
     "RepositoryModelLoad": "model_load",
     "RepositoryModelUnload": "model_unload",
+    "SystemSharedMemoryStatus": "system_shm_status",
+    "SystemSharedMemoryRegister": "system_shm_register",
+    "SystemSharedMemoryUnregister": "system_shm_unregister",
+    "CudaSharedMemoryStatus": "cuda_shm_status",
+    "CudaSharedMemoryRegister": "cuda_shm_register",
+    "CudaSharedMemoryUnregister": "cuda_shm_unregister",
 }
 
 
@@ -436,8 +458,6 @@ def test_a_405_over_the_wire_names_the_method_and_sets_allow(client: httpx.Clien
 @pytest.mark.parametrize(
     ("path", "extension"),
     [
-        ("/v2/systemsharedmemory/status", "systemsharedmemory"),
-        ("/v2/cudasharedmemory/region/r/register", "cudasharedmemory"),
         ("/v2/trace/setting", "trace"),
         ("/v2//logging", "logging"),
     ],
@@ -471,7 +491,7 @@ def test_odd_names_still_reach_the_dataplanes_validator(client: httpx.Client) ->
     assert response.status_code == 400
     assert "invalid model" in error_of(response)
     response = client.get("/v2/models/no_such_model/ready")
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert "no_such_model" in error_of(response)
     assert_infer_works(client)
 

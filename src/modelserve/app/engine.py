@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -43,11 +44,13 @@ from modelserve.protocol.parameters import parse_request_parameters
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.scheduler_config import SchedulingDefaults
+from modelserve.repository.uploads import UploadedModels
 from modelserve.routing.aliases import AliasStore
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import SHUTTING_DOWN, AdmissionGate
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
+from modelserve.service.shared_memory import SharedMemoryRegistry
 
 __all__ = ["Engine"]
 
@@ -82,11 +85,19 @@ class Engine:
             pinned=frozenset(repository.pinned_models),
             metrics=self.metrics,
             allow_symlinks=repository.allow_symlinks,
+            control_mode=repository.control_mode,
+            uploads=UploadedModels(Path(tempfile.gettempdir())) if repository.allow_load_files else None,
         )
         self._observability: ObservabilityParts = build_observability(settings, self.manager, self.metrics, self.clock)
         self.gate = AdmissionGate(settings.server.max_inflight_requests)
+        shm = settings.shared_memory
+        self.shared_memory = (
+            SharedMemoryRegistry(max_regions=shm.max_regions, max_total_bytes=shm.max_total_bytes)
+            if shm.enabled
+            else None
+        )
         self.dataplane = DataPlane(
-            server_name="modelserve",
+            server_name=settings.server.name,
             server_version=__version__,
             manager=self.manager,
             router=Router(
@@ -100,6 +111,7 @@ class Engine:
             model_control_mode=repository.control_mode.value,
             drain_timeout_s=settings.server.drain_timeout_s,
             observers=self._observability.observers,
+            shared_memory=self.shared_memory,
         )
         self._context_headers = frozenset(settings.server.context_headers) | {REQUEST_ID_HEADER}
         self._stack: contextlib.AsyncExitStack | None = None
@@ -179,8 +191,8 @@ class Engine:
         return drained
 
     async def stop(self) -> None:
-        """Drain, stop the background work, unload every model (worker processes are reaped) and flush the
-        prediction log. Idempotent.
+        """Drain, stop the background work, unload every model (worker processes are reaped), close every
+        registered shared-memory region and flush the prediction log. Idempotent.
 
         Requests still queued or running when the drain gives up (``server.drain_timeout_s``) are cut
         short: each fails with :class:`~modelserve.core.errors.QueueError` (UNAVAILABLE) saying the server
@@ -201,6 +213,8 @@ class Engine:
                 version.scheduler.close(SHUTTING_DOWN)
             await self.manager.close(drain_timeout_s=0.0)
         finally:
+            if self.shared_memory is not None:  # after the drain: no request reads a region any more
+                self.shared_memory.close()
             await asyncio.to_thread(self._observability.stop)
 
     async def __aenter__(self) -> Self:

@@ -17,17 +17,17 @@ import resource
 import signal
 import socket
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import uvicorn
 
 from modelserve import __version__
+from modelserve.app import ports
 from modelserve.app.engine import Engine
 from modelserve.app.siblings import SiblingWorkers, serve_siblings, socket_path
-from modelserve.app.workers import WorkerSlot, reuseport_socket
+from modelserve.app.workers import WorkerSlot
 from modelserve.config import ControlMode, Settings, SettingsError
 from modelserve.core.errors import ModelServeError
 from modelserve.observability.metrics import ServerMetrics
@@ -115,15 +115,33 @@ class Server:
         self.settings = settings
         self._slot = slot
         self._stop = asyncio.Event()
+        self._grpc_port = settings.grpc.port  # the port gRPC bound (port 0 made real)
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    def _serve(self, server: _UvicornServer, port: int) -> Coroutine[Any, Any, None]:
-        """Start a listener: a worker binds its port beside its siblings (``SO_REUSEPORT``, app/workers.py)."""
-        if self._slot is None:
-            return server.serve()
-        return server.serve(sockets=[reuseport_socket(self.settings.server.host, port)])
+    def _bind_ports(self) -> dict[ports.Listener, socket.socket]:
+        """Bind every listener's port before anything starts (app/ports.py), and probe gRPC's (grpcio binds
+        it itself). A worker binds beside its siblings (``SO_REUSEPORT``, app/workers.py), whose supervisor
+        has already probed them all. Raises PortError, having closed what it bound."""
+        settings, host, reuse_port = self.settings, self.settings.server.host, self._slot is not None
+        wanted = [
+            (ports.HEALTH, settings.http.health_port),
+            (ports.REST, settings.http.port if settings.http.enabled else None),
+            (ports.METRICS, settings.metrics.port),
+        ]
+        bound: dict[ports.Listener, socket.socket] = {}
+        try:
+            for listener, port in wanted:
+                if port is not None:
+                    bound[listener] = ports.bind(listener, host, port, reuse_port=reuse_port)
+            if settings.grpc.enabled and not reuse_port:
+                ports.probe(ports.GRPC, host, settings.grpc.port)
+        except ports.PortError:
+            for sock in bound.values():
+                sock.close()
+            raise
+        return bound
 
     async def _join_siblings(self, engine: Engine) -> asyncio.Server | None:
         """A worker answers its siblings' calls and carries its lifecycle changes to them (app/siblings.py)."""
@@ -144,10 +162,11 @@ class Server:
             return
         loaded = {entry.name for entry in engine.dataplane.repository_index(ready_only=True)}
         local = engine.dataplane.local_view()
-        for name in await siblings.loaded_models():
-            if name not in loaded:
+        for name, parameters in (await siblings.loaded_models()).items():
+            # A model its siblings loaded with a config of the load API is loaded again with that config.
+            if name not in loaded or parameters:
                 try:
-                    await local.load_model(name, {})
+                    await local.load_model(name, parameters)
                 except ModelServeError as exc:
                     log.error("cannot load '%s', which the other workers serve: %s", name, exc.message)
 
@@ -164,17 +183,12 @@ class Server:
 
         loop.add_reader(fd, gone)
 
-    def _health_listener(self, engine: Engine) -> _HealthListener | None:
-        """``http.health_port``: the probes' own listener on a thread of its own (transport/http/health_app.py).
-        None when not configured; raises OSError when its port cannot be bound."""
+    def _health_listener(self, engine: Engine, sock: socket.socket | None) -> _HealthListener | None:
+        """``http.health_port``: the probes' own listener on a thread of its own (transport/http/health_app.py),
+        on its bound socket; None when not configured."""
         port = self.settings.http.health_port
-        if port is None:
+        if port is None or sock is None:
             return None
-        host = self.settings.server.host
-        if self._slot is not None:
-            sock = reuseport_socket(host, port)
-        else:
-            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         return _HealthListener(self._listener(HealthApp(engine.dataplane), port, None), sock)
 
     def _listener(
@@ -236,21 +250,29 @@ class Server:
             bound = server.add_insecure_port(address)
         except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
             bound = 0
-        if bound == 0:
-            log.error("cannot listen for gRPC on %s (port in use?); pick another with --grpc-port", address)
+        if bound == 0:  # taken since _bind_ports probed it
+            log.error("%s", ports.GRPC.cannot_listen(settings.server.host, settings.grpc.port, "port in use?"))
             return None
+        self._grpc_port = bound
         return server
 
     async def run(self) -> int:
         settings = self.settings
         limit_malloc_arenas()
         raise_open_file_limit(settings.http.max_connections + _FILES_BESIDE_CONNECTIONS)
+        try:
+            sockets = self._bind_ports()
+        except ports.PortError as exc:
+            log.error("%s", exc)
+            return 2
         engine = Engine(settings)
         try:
             await engine.start()  # loading runs behind the listeners: live at once, ready when loaded
         except SettingsError as exc:
             log.error("%s", exc)
             await engine.stop()
+            for sock in sockets.values():
+                sock.close()
             return 2
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -260,16 +282,7 @@ class Server:
             settings.grpc, engine.metrics.grpc_thread_wait_seconds.observe if settings.metrics.enabled else None
         )
         sibling_server = await self._join_siblings(engine)
-        try:
-            health = self._health_listener(engine)
-        except OSError as exc:
-            log.error(
-                "cannot listen for health probes on port %s (%s); pick another http.health_port",
-                settings.http.health_port,
-                exc.strerror,
-            )
-            await engine.stop()
-            return 2
+        health = self._health_listener(engine, sockets.get(ports.HEALTH))
         try:
             if health is not None:
                 health.start()
@@ -299,23 +312,24 @@ class Server:
             async with asyncio.TaskGroup() as group:
                 if grpc_server is not None:
                     grpc_server.start()
-                for server, port in ((http_server, settings.http.port), (metrics_server, settings.metrics.port)):
-                    if server is not None and port is not None:
-                        listeners.add(group.create_task(self._serve(server, port)))
+                for server, listener in ((http_server, ports.REST), (metrics_server, ports.METRICS)):
+                    if server is not None:
+                        listeners.add(group.create_task(server.serve(sockets=[sockets[listener]])))
+                # Every port is bound by now (_bind_ports); these are the real ports, also for port 0.
                 log.info(
                     "modelserve %s: REST on %s:%s, gRPC on %s:%s, repository %s",
                     __version__,
                     settings.server.host,
-                    settings.http.port,
+                    sockets[ports.REST].getsockname()[1] if ports.REST in sockets else "(off)",
                     settings.server.host,
-                    settings.grpc.port,
+                    self._grpc_port if grpc_server is not None else "(off)",
                     settings.repository.path,
                 )
                 group.create_task(_freeze_heap_when_loaded(engine))
                 stop_task = group.create_task(self._stop.wait())
                 done, _ = await asyncio.wait({stop_task} | listeners, return_when=asyncio.FIRST_COMPLETED)
                 if done & listeners and not self._stop.is_set():
-                    log.error("an HTTP listener stopped (port in use?); shutting down")
+                    log.error("an HTTP listener stopped (see its error above); shutting down")
                     stop_task.cancel()
                 log.info("shutting down: draining in-flight requests (up to %.1f s)", settings.server.drain_timeout_s)
                 await engine.drain()
@@ -332,6 +346,8 @@ class Server:
         finally:
             if health is not None:
                 health.stop()
+            for sock in sockets.values():
+                sock.close()
             if sibling_server is not None:
                 sibling_server.close()
             await engine.stop()

@@ -2,9 +2,10 @@
 
 Each worker listens on ``<control folder>/worker-<index>.sock`` (the supervisor creates the folder, mode
 0700, so only this user can connect) and answers the few calls the others make: apply a lifecycle change
-here only (load, unload, re-read aliases), and report this worker's statistics, metrics text or loaded
-models. :class:`SiblingWorkers` is the calling side (``service.siblings.Siblings``); :func:`serve_siblings`
-the answering side, which acts on this worker alone, so a change is never carried on twice.
+here only (load, unload, re-read aliases, register or unregister a system shared-memory region), and
+report this worker's statistics, metrics text or loaded models. :class:`SiblingWorkers` is the calling
+side (``service.siblings.Siblings``); :func:`serve_siblings` the answering side, which acts on this worker
+alone, so a change is never carried on twice.
 
 The framing is the smallest that works between two processes of the same program: one request per
 connection, each message a 4-byte big-endian length then a JSON object (orjson), both bounded before
@@ -116,6 +117,21 @@ class SiblingWorkers:
     async def reload_aliases(self, name: str) -> None:
         await self._change({"op": "reload_aliases", "name": name}, f"the alias change of '{name}'")
 
+    async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        request = {"op": "register_shared_memory", "name": name, "key": key, "offset": offset, "byte_size": byte_size}
+        await self._change(request, f"registering shared memory region '{name[:64]}'")
+
+    async def unregister_shared_memory(self, name: str, *, strict: bool = True) -> None:
+        what = (
+            f"unregistering shared memory region '{name[:64]}'" if name else "unregistering every shared memory region"
+        )
+        try:
+            await self._change({"op": "unregister_shared_memory", "name": name}, what)
+        except ModelServeError as exc:
+            if strict:
+                raise
+            log.warning("%s", exc.message)
+
     async def _read(self, request: Mapping[str, Any]) -> dict[int, Any]:
         values = {}
         for worker, answer in (await self._everyone(request, _READ_TIMEOUT_S)).items():
@@ -132,10 +148,13 @@ class SiblingWorkers:
     async def metrics_texts(self) -> dict[int, str]:
         return {worker: str(text) for worker, text in (await self._read({"op": "metrics"})).items()}
 
-    async def loaded_models(self) -> list[str]:
-        for names in (await self._read({"op": "loaded_models"})).values():
-            return [str(name) for name in names]
-        return []
+    async def loaded_models(self) -> dict[str, dict[str, Any]]:
+        for loaded in (await self._read({"op": "loaded_models"})).values():
+            if isinstance(loaded, dict):
+                return {
+                    str(name): dict(parameters) for name, parameters in loaded.items() if isinstance(parameters, dict)
+                }
+        return {}
 
 
 async def serve_siblings(path: Path, local: DataPlane, render_metrics: Callable[[], bytes]) -> asyncio.Server:
@@ -157,7 +176,17 @@ async def serve_siblings(path: Path, local: DataPlane, render_metrics: Callable[
         await local.reload_aliases(str(request["name"]))
 
     async def loaded_models(request: dict[str, Any]) -> Any:
-        return sorted({entry.name for entry in local.repository_index(ready_only=True)})
+        names = sorted({entry.name for entry in local.repository_index(ready_only=True)})
+        return {name: local.load_parameters(name) for name in names}
+
+    async def register_shared_memory(request: dict[str, Any]) -> Any:
+        offset, byte_size = request["offset"], request["byte_size"]
+        if not isinstance(offset, int) or not isinstance(byte_size, int):
+            raise TypeError("a shared memory registration's offset and byte_size are integers")
+        await local.register_shared_memory(str(request["name"]), str(request["key"]), offset, byte_size)
+
+    async def unregister_shared_memory(request: dict[str, Any]) -> Any:
+        await local.unregister_shared_memory(str(request["name"]))
 
     operations: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
         "statistics": statistics,
@@ -166,6 +195,8 @@ async def serve_siblings(path: Path, local: DataPlane, render_metrics: Callable[
         "unload": unload,
         "reload_aliases": reload_aliases,
         "loaded_models": loaded_models,
+        "register_shared_memory": register_shared_memory,
+        "unregister_shared_memory": unregister_shared_memory,
     }
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -48,6 +48,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
+from modelserve.app.ports import GRPC, HEALTH, METRICS, REST, Listener, PortError, bind, reuseport_socket
 from modelserve.config import Settings
 
 __all__ = [
@@ -128,26 +129,9 @@ def worker_count(settings: Settings) -> int:
     return available_cpus() if workers == "auto" else int(workers)
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEPORT``, not listening yet."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def reserve_port(host: str, port: int, what: str) -> socket.socket:
-    """Bind the port for the workers to share; raises OSError with a message naming the setting."""
-    try:
-        return reuseport_socket(host, port)
-    except OSError as exc:
-        raise OSError(f"cannot bind {what} on {host}:{port} ({exc.strerror}); pick another port") from exc
+def reserve_port(host: str, port: int, listener: Listener) -> socket.socket:
+    """Bind the port for the workers to share; raises PortError naming the port and its flag."""
+    return bind(listener, host, port, reuse_port=True)
 
 
 def _reserve_ports(settings: Settings) -> tuple[Settings, list[socket.socket]]:
@@ -156,18 +140,18 @@ def _reserve_ports(settings: Settings) -> tuple[Settings, list[socket.socket]]:
     http, grpc, metrics = settings.http, settings.grpc, settings.metrics
     try:
         if http.enabled:
-            held.append(reserve_port(host, http.port, "REST (http.port)"))
+            held.append(reserve_port(host, http.port, REST))
             http = http.model_copy(update={"port": held[-1].getsockname()[1]})
         if grpc.enabled:
-            held.append(reserve_port(host, grpc.port, "gRPC (grpc.port)"))
+            held.append(reserve_port(host, grpc.port, GRPC))
             grpc = grpc.model_copy(update={"port": held[-1].getsockname()[1]})
         if metrics.port is not None:
-            held.append(reserve_port(host, metrics.port, "metrics (metrics.port)"))
+            held.append(reserve_port(host, metrics.port, METRICS))
             metrics = metrics.model_copy(update={"port": held[-1].getsockname()[1]})
         if http.health_port is not None:
-            held.append(reserve_port(host, http.health_port, "health probes (http.health_port)"))
+            held.append(reserve_port(host, http.health_port, HEALTH))
             http = http.model_copy(update={"health_port": held[-1].getsockname()[1]})
-    except OSError:
+    except PortError:
         for sock in held:
             sock.close()
         raise
@@ -327,7 +311,7 @@ def run_workers(settings: Settings, count: int) -> int:
     """Serve with ``count`` worker processes until SIGTERM/SIGINT; returns the exit code."""
     try:
         shared, held = _reserve_ports(settings)
-    except OSError as exc:
+    except PortError as exc:
         log.error("%s", exc)
         return _SETTINGS_EXIT_CODE
     try:

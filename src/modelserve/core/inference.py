@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelserve.core.datatypes import Datatype
+from modelserve.core.shared_memory import SharedMemoryRef
 
 __all__ = ["InferRequest", "InferResult", "ParameterValue", "RequestedOutput"]
 
@@ -20,10 +21,13 @@ ParameterValue = str | int | float | bool
 
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
-    """One output the client asked for, with its per-output parameters (``binary_data``, ``classification``)."""
+    """One output the client asked for, with its per-output parameters (``binary_data``, ``classification``).
+    ``shared_memory`` is where the client wants it written instead of in the response (its
+    ``shared_memory_*`` parameters, read by the protocol layer)."""
 
     name: str
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    shared_memory: SharedMemoryRef | None = None
 
 
 @dataclass(slots=True)

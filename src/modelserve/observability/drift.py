@@ -15,6 +15,7 @@ drift thread falls behind, requests are skipped (counted) rather than slowed.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -87,12 +88,28 @@ class VersionDrift:
 
     def _rows_of(self, observation: Observation) -> np.ndarray | None:
         tensor = observation.inputs.get(self.profile.input)
-        if tensor is None or tensor.dtype.kind not in "fiub":
+        if tensor is None or tensor.dtype.kind not in "fiub" or tensor.size == 0:
             return None
         width = len(self.profile.features)
-        if tensor.size == 0 or tensor.size % width:
+        # A row is what follows the batch dimension; a 1-D tensor is one row, or rows of one value. Only a
+        # whole number of values was checked before, so 64-value digits rows "fitted" a 4-feature profile
+        # as 16 rows each, and PSI was computed on the wrong columns.
+        fits = math.prod(tensor.shape[1:]) == width if tensor.ndim >= 2 else width in (1, tensor.size)
+        if not fits:
             return None
         return tensor.reshape(-1, width)  # converted to float64 once per window, not per request
+
+    def mismatch(self, observation: Observation) -> str:
+        """Why :meth:`add` returned None for ``observation``, for the log."""
+        tensor = observation.inputs.get(self.profile.input)
+        if tensor is None:
+            return f"the requests do not send input '{self.profile.input}', which the profile is for"
+        if tensor.dtype.kind not in "fiub":
+            return f"input '{self.profile.input}' is {tensor.dtype}, not numeric"
+        return (
+            f"input '{self.profile.input}' has shape {list(tensor.shape)}, which is not rows of the "
+            f"{len(self.profile.features)} features the profile has"
+        )
 
     def _classes_of(self, observation: Observation) -> np.ndarray | None:
         prediction = self.profile.prediction
@@ -243,11 +260,22 @@ class DriftMonitor:
             if state is None:
                 return
         completed = state.add(observation)
+        if completed is None:
+            with self._lock:
+                counts = self._counts.setdefault(key, DriftCounts())
+                counts.mismatched += 1
+                first = counts.mismatched == 1
+            if first:  # once per version: the metric counts the rest
+                log.warning(
+                    "drift: model %s version %s: %s; such requests are left out of drift detection and counted "
+                    "in modelserve_drift_mismatched_requests_total: rebuild the profile with 'modelserve profile'",
+                    observation.model,
+                    observation.version,
+                    state.mismatch(observation),
+                )
+            return
         with self._lock:
             counts = self._counts.setdefault(key, DriftCounts())
-            if completed is None:
-                counts.mismatched += 1
-                return
             for result in completed:
                 counts.windows += 1
                 self._latest[key] = result

@@ -11,6 +11,8 @@ distribution of the predictions (or labels) on the same data.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,16 @@ from modelserve.core.errors import ModelLoadError
 from modelserve.core.paths import inside
 from modelserve.observability.divergence import bin_counts
 
-__all__ = ["FORMAT", "KS_SAMPLE", "FeatureProfile", "PredictionProfile", "Profile", "ProfileError", "profile_path"]
+__all__ = [
+    "FORMAT",
+    "KS_SAMPLE",
+    "FeatureProfile",
+    "PredictionProfile",
+    "Profile",
+    "ProfileError",
+    "features_per_row",
+    "profile_path",
+]
 
 FORMAT = "modelserve-drift-profile/1"
 KS_SAMPLE = 2000
@@ -37,6 +48,17 @@ def profile_path(model_dir: Path, version: str) -> Path:
     """Where ``version``'s profile lives: ``<model_dir>/<version>.profile.json``. Only names the path;
     :meth:`Profile.load` checks that it stays inside the repository before reading it."""
     return model_dir / f"{version}.profile.json"
+
+
+def features_per_row(dims: Sequence[int], *, batched: bool) -> int | None:
+    """How many values one row of an input holds, from its config ``dims``: all of them when the model
+    batches (``max_batch_size`` > 0: the batch dimension is not in ``dims``), else all but the first of two
+    or more (``[-1, 4]``: rows of 4) or the one dimension (``[4]``: one row). None when a row's size is
+    variable (a -1 in it), so it cannot be checked."""
+    row = list(dims) if batched or len(dims) < 2 else list(dims[1:])
+    if any(d < 0 for d in row):
+        return None
+    return math.prod(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +126,17 @@ class Profile:
                 proportions=label_counts / label_counts.sum(),
             )
         return cls(model, version, input_name, values.shape[0], features, prediction)
+
+    def check_fits(self, dims: Sequence[int], *, batched: bool) -> None:
+        """Refuse a profile whose feature count is not the size of a row of its input, as ``config.pbtxt``
+        declares it (``dims``; ``batched``: ``max_batch_size`` > 0). A row of variable size is not checked.
+        Raises :class:`ProfileError` naming both counts and the shape the data should have."""
+        expected = features_per_row(dims, batched=batched)
+        if expected is not None and expected != len(self.features):
+            raise ProfileError(
+                f"model '{self.model}' input '{self.input}' has {expected} values a row (dims {list(dims)}), but "
+                f"the data has {len(self.features)} features (columns); give data of shape [rows, {expected}]"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {

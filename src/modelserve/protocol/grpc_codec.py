@@ -18,7 +18,14 @@ from tritonclient.grpc import service_pb2 as pb
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError
 from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
+from modelserve.core.shared_memory import RegionAccess, SharedMemoryRef
 from modelserve.protocol.parameters import RequestParameters, check_parameter_count, parse_request_parameters
+from modelserve.protocol.shared_memory_params import (
+    SHARED_MEMORY_PARAMETERS,
+    check_input_size,
+    regions_or_refuse,
+    shared_memory_ref,
+)
 from modelserve.protocol.tensor_codec import checked_datatype, checked_shape, tensor_from_raw, tensor_to_raw
 
 __all__ = [
@@ -107,6 +114,31 @@ class GrpcRequestHeader:
     counts: tuple[int, ...]
     parameters: RequestParameters
     requested_outputs: tuple[RequestedOutput, ...] | None
+    # Per input, in input order: its shared-memory window, or None when it travels in the message.
+    windows: tuple[SharedMemoryRef | None, ...] = ()
+
+    @property
+    def shared_memory_bytes(self) -> int:
+        """Bytes the inputs in shared memory will copy in: with the message's size, what decoding costs."""
+        return sum(w.byte_size for w in self.windows if w is not None)
+
+
+def _requested_output(output: Any) -> RequestedOutput:
+    what = f"output '{output.name[:64]}'"
+    values = parameter_values(output.parameters, what)
+    window = shared_memory_ref(values, what)
+    if window is not None and "classification" in values:
+        raise DecodeError(f"{what} can't set both 'shared_memory_region' and 'classification'")
+    return RequestedOutput(name=output.name, parameters=values, shared_memory=window)
+
+
+def _input_window(tensor: Any, what: str) -> SharedMemoryRef | None:
+    """An input's shared-memory window. Only those three parameters are read: an input's other parameters
+    are ignored, as before the extension existed."""
+    present = {key: tensor.parameters[key] for key in SHARED_MEMORY_PARAMETERS if key in tensor.parameters}
+    if not present:
+        return None
+    return shared_memory_ref(parameter_values(present, what), what)
 
 
 def parse_infer_header(
@@ -127,12 +159,11 @@ def parse_infer_header(
             raise DecodeError(
                 f"the request asks for {len(message.outputs)} outputs; at most {max_requested_outputs} are allowed"
             )
-        requested = tuple(
-            RequestedOutput(name=o.name, parameters=parameter_values(o.parameters, f"output '{o.name[:64]}'"))
-            for o in message.outputs
-        )
+        requested = tuple(_requested_output(o) for o in message.outputs)
     declared: dict[str, tuple[Datatype, tuple[int, ...]]] = {}
     counts: list[int] = []
+    windows: list[SharedMemoryRef | None] = []
+    raw_index = 0  # raw_input_contents hold the inputs not in shared memory, in input order (tritonclient)
     for index, tensor in enumerate(message.inputs):
         name = tensor.name
         if not name:
@@ -142,39 +173,58 @@ def parse_infer_header(
             raise DecodeError(f"{what} appears twice in inputs")
         datatype = checked_datatype(tensor.datatype, what)
         shape, count = checked_shape(list(tensor.shape), datatype, max_tensor_bytes, what)
-        if has_raw:
+        window = _input_window(tensor, what) if len(tensor.parameters) else None
+        if window is not None:
+            if tensor.HasField("contents"):
+                raise DecodeError(f"{what}: unexpected 'contents' provided when using shared memory for the input")
+            check_input_size(window, datatype, count, max_tensor_bytes, what)
+        elif has_raw:
             if tensor.HasField("contents"):
                 raise DecodeError(
                     f"{what} has 'contents' while the request also uses raw_input_contents; send all inputs one way"
                 )
-            if index >= len(raw_contents):
+            if raw_index >= len(raw_contents):
                 raise DecodeError(
                     f"the request has {len(message.inputs)} inputs but only {len(raw_contents)} raw_input_contents"
                 )
+            raw_index += 1
         else:
             _check_contents(tensor.contents, datatype, shape, count, what)
         declared[name] = (datatype, shape)
         counts.append(count)
-    if has_raw and len(raw_contents) != len(message.inputs):
+        windows.append(window)
+    if has_raw and len(raw_contents) != raw_index:
         raise DecodeError(
-            f"the request has {len(raw_contents)} raw_input_contents for {len(message.inputs)} inputs; "
+            f"the request has {len(raw_contents)} raw_input_contents for {raw_index} inputs not in shared memory; "
             "send exactly one per input"
         )
-    return GrpcRequestHeader(message, declared, tuple(counts), params, requested)
+    return GrpcRequestHeader(message, declared, tuple(counts), params, requested, tuple(windows))
 
 
-def decode_infer_tensors(header: GrpcRequestHeader) -> InferRequest:
-    """Decode the elements of a checked header's inputs. Raises :class:`DecodeError`."""
+def decode_infer_tensors(header: GrpcRequestHeader, regions: RegionAccess | None = None) -> InferRequest:
+    """Decode the elements of a checked header's inputs. Inputs in shared memory are copied out of
+    ``regions`` (None: the extension is off), and outputs to be written there are checked against it.
+    Raises :class:`DecodeError`, or what ``regions`` raises for a bad region."""
     message = header.message
     raw_contents = message.raw_input_contents
     has_raw = len(raw_contents) > 0
     inputs: dict[str, np.ndarray] = {}
-    for index, (tensor, (name, (datatype, shape)), count) in enumerate(
-        zip(message.inputs, header.declared.items(), header.counts, strict=True)
+    for output in header.requested_outputs or ():
+        if output.shared_memory is not None:
+            what = f"output '{output.name[:64]}'"
+            regions_or_refuse(regions, what).check(output.shared_memory, what)
+    windows = header.windows or (None,) * len(header.counts)
+    raw_index = 0
+    for tensor, (name, (datatype, shape)), count, window in zip(
+        message.inputs, header.declared.items(), header.counts, windows, strict=True
     ):
         what = f"input '{name[:64]}'"
-        if has_raw:
-            inputs[name] = tensor_from_raw(raw_contents[index], datatype, shape, count, what)
+        if window is not None:
+            raw = regions_or_refuse(regions, what).read(window, what)
+            inputs[name] = tensor_from_raw(raw, datatype, shape, count, what)
+        elif has_raw:
+            inputs[name] = tensor_from_raw(raw_contents[raw_index], datatype, shape, count, what)
+            raw_index += 1
         else:
             inputs[name] = _from_contents(tensor.contents, datatype, shape, count, what)
     params = header.parameters
@@ -199,13 +249,32 @@ def decode_infer_request(
     return decode_infer_tensors(parse_infer_header(message, max_tensor_bytes, max_requested_outputs, max_inputs))
 
 
-def encode_infer_response(response: InferResult) -> Any:
+def encode_infer_response(
+    response: InferResult,
+    requested_outputs: tuple[RequestedOutput, ...] | None = None,
+    regions: RegionAccess | None = None,
+) -> Any:
+    """The ModelInferResponse. An output requested in shared memory is written to its region (``regions``)
+    and answered with its parameters and an empty raw_output_contents entry (Triton's: tritonclient finds
+    each output's contents by position)."""
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id or ""
     )
+    windows = {o.name: o.shared_memory for o in requested_outputs or () if o.shared_memory is not None}
     raw = message.raw_output_contents
     for name, array in response.outputs.items():
         datatype = response.output_datatypes[name]
-        message.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
-        raw.append(bytes(tensor_to_raw(array, datatype)))
+        output = message.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
+        contents = tensor_to_raw(array, datatype)
+        window = windows.get(name)
+        if window is None:
+            raw.append(bytes(contents))
+            continue
+        what = f"output '{name[:64]}'"
+        regions_or_refuse(regions, what).write(window, contents, what)
+        output.parameters["shared_memory_region"].string_param = window.region
+        output.parameters["shared_memory_byte_size"].int64_param = len(contents)
+        if window.offset:
+            output.parameters["shared_memory_offset"].int64_param = window.offset
+        raw.append(b"")
     return message

@@ -21,6 +21,7 @@ import orjson
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
 from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
+from modelserve.core.shared_memory import RegionAccess, SharedMemoryRef
 from modelserve.protocol.json_arrays import MIN_SPAN_BYTES, JsonSyntaxError, decode_numeric_span
 from modelserve.protocol.parameters import (
     MAX_PARAMETERS,
@@ -28,6 +29,7 @@ from modelserve.protocol.parameters import (
     check_parameter_count,
     parse_request_parameters,
 )
+from modelserve.protocol.shared_memory_params import check_input_size, regions_or_refuse, shared_memory_ref
 from modelserve.protocol.tensor_codec import (
     PRECHECK_MIN_BYTES,
     check_json_datatype,
@@ -140,6 +142,7 @@ class _InputHeader:
     blob: memoryview | None  # binary extension: this input's bytes
     data: Any  # JSON 'data' as parsed, unless data_span holds it still unparsed
     data_span: memoryview | None
+    shared_memory: SharedMemoryRef | None = None  # the shared-memory extension: where its bytes are
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,11 @@ class RestRequestHeader:
     def declared(self) -> dict[str, tuple[Datatype, tuple[int, ...]]]:
         """Input name -> (datatype, shape): what the service layer checks before the elements are decoded."""
         return {i.name: (i.datatype, i.shape) for i in self.inputs}
+
+    @property
+    def shared_memory_bytes(self) -> int:
+        """Bytes the inputs in shared memory will copy in: with the body's length, what decoding costs."""
+        return sum(i.shared_memory.byte_size for i in self.inputs if i.shared_memory is not None)
 
 
 # A JSON 'data' array of numbers holds none of '"', '{', '}': found by byte search, parsed only if needed.
@@ -367,7 +375,16 @@ def parse_infer_header(
         blob: memoryview | None = None
         data: Any = None
         span: memoryview | None = None
-        if size is not None:
+        window = shared_memory_ref(tensor_params, what)
+        if window is not None:
+            if size is not None or "data" in tensor:
+                raise DecodeError(
+                    f"{what} must set only one of 'data', 'binary_data_size' or 'shared_memory_region' in "
+                    "'parameters'; it sets 'shared_memory_region' and "
+                    f"{'binary_data_size' if size is not None else 'data'}"
+                )
+            check_input_size(window, datatype, count, limits.max_tensor_bytes, what)
+        elif size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise DecodeError(f"{what}: 'binary_data_size' must be a non-negative integer")
             if "data" in tensor:
@@ -386,7 +403,7 @@ def parse_infer_header(
                 span = spans.get(data)
         else:
             raise DecodeError(f"{what} has neither 'data' nor a 'binary_data_size' parameter")
-        inputs.append(_InputHeader(name, what, datatype, shape, count, blob, data, span))
+        inputs.append(_InputHeader(name, what, datatype, shape, count, blob, data, span, window))
     if offset != len(blobs):
         raise DecodeError(
             f"the body has {len(blobs) - offset} bytes after the JSON header and the declared binary inputs; "
@@ -417,18 +434,37 @@ def _requested_outputs(raw_outputs: Any, limits: RestLimits) -> tuple[RequestedO
         name = output.get("name")
         if not isinstance(name, str) or not name:
             raise DecodeError(f"outputs[{index}] needs a 'name' string")
-        out_params = _parameters(output.get("parameters"), f"output '{name[:64]}'")
-        items.append(RequestedOutput(name=name, parameters=_scalar_parameters(out_params, name)))
+        what = f"output '{name[:64]}'"
+        out_params = _parameters(output.get("parameters"), what)
+        window = shared_memory_ref(out_params, what)
+        if window is not None and ("classification" in out_params or out_params.get("binary_data") is True):
+            raise DecodeError(
+                f"{what} can't set both 'shared_memory_region' and "
+                f"'{'classification' if 'classification' in out_params else 'binary_data'}'"
+            )
+        items.append(RequestedOutput(name=name, parameters=_scalar_parameters(out_params, name), shared_memory=window))
     return tuple(items)
 
 
-def decode_infer_tensors(header: RestRequestHeader, limits: RestLimits) -> DecodedRestRequest:
+def decode_infer_tensors(
+    header: RestRequestHeader, limits: RestLimits, regions: RegionAccess | None = None
+) -> DecodedRestRequest:
     """Decode the elements of a checked header's inputs (after the service layer has seen
-    :attr:`RestRequestHeader.declared`). Raises :class:`DecodeError`."""
+    :attr:`RestRequestHeader.declared`). Inputs in shared memory are copied out of ``regions`` (None: the
+    extension is off), and outputs to be written there are checked against it. Raises
+    :class:`DecodeError`, or what ``regions`` raises for a bad region."""
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, Datatype] = {}
+    for output in header.requested_outputs or ():
+        if output.shared_memory is not None:
+            regions_or_refuse(regions, f"output '{output.name[:64]}'").check(
+                output.shared_memory, f"output '{output.name[:64]}'"
+            )
     for item in header.inputs:
-        if item.blob is not None:
+        if item.shared_memory is not None:
+            raw = regions_or_refuse(regions, item.what).read(item.shared_memory, item.what)
+            inputs[item.name] = tensor_from_raw(raw, item.datatype, item.shape, item.count, item.what)
+        elif item.blob is not None:
             inputs[item.name] = tensor_from_raw(item.blob, item.datatype, item.shape, item.count, item.what)
         else:
             inputs[item.name] = _tensor_from_json_header(item, limits.max_json_depth)
@@ -492,17 +528,36 @@ def _has_non_finite(array: np.ndarray) -> bool:
     return array.dtype.kind == "f" and array.size > 0 and not bool(np.isfinite(array).all())
 
 
+def _write_to_region(
+    window: SharedMemoryRef, array: np.ndarray, datatype: Datatype, name: str, regions: RegionAccess | None
+) -> dict[str, Any]:
+    """Write an output to its window; the output's parameters as the response reports them (the byte
+    size is what was written: a BYTES output's serialized length)."""
+    what = f"output '{name[:64]}'"
+    raw = tensor_to_raw(array, datatype)
+    regions_or_refuse(regions, what).write(window, raw, what)
+    parameters: dict[str, Any] = {"shared_memory_region": window.region, "shared_memory_byte_size": len(raw)}
+    if window.offset:
+        parameters["shared_memory_offset"] = window.offset
+    return parameters
+
+
 def encode_infer_response(
-    response: InferResult, request: InferRequest, binary_data_output: bool
+    response: InferResult, request: InferRequest, binary_data_output: bool, regions: RegionAccess | None = None
 ) -> tuple[bytes, int | None]:
-    """Encode a response body. Returns the body and, when binary blobs follow, the JSON header length."""
+    """Encode a response body. Returns the body and, when binary blobs follow, the JSON header length.
+    An output requested in shared memory is written to its region (``regions``) and answered with its
+    parameters and no data, as Triton does."""
     requested = {o.name: o for o in request.requested_outputs} if request.requested_outputs else {}
     outputs_json: list[dict[str, Any]] = []
     blobs: list[bytes | memoryview] = []
     for name, array in response.outputs.items():
         datatype = response.output_datatypes[name]
         entry: dict[str, Any] = {"name": name, "datatype": datatype.value, "shape": list(array.shape)}
-        if _wants_binary(requested.get(name), binary_data_output) or datatype in (Datatype.BF16,):
+        wanted = requested.get(name)
+        if wanted is not None and wanted.shared_memory is not None:
+            entry["parameters"] = _write_to_region(wanted.shared_memory, array, datatype, name, regions)
+        elif _wants_binary(wanted, binary_data_output) or datatype in (Datatype.BF16,):
             blob = tensor_to_raw(array, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelserve.config import ControlMode
+from modelserve.core import triton_texts
 from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, RoutingError
 from modelserve.repository.loaded import LoadedVersion, VersionState
@@ -106,11 +108,15 @@ class ModelRecord:
 
 
 class ModelIndex:
-    """Every model's record, and the repository folder's listing (cached; see ``RepositoryListing``)."""
+    """Every model's record, and the repository folder's listing (cached; see ``RepositoryListing``).
 
-    def __init__(self, root: Path, clock: Clock) -> None:
+    ``control_mode`` only words the hint of a "not loaded" error: it names the way to load a model that
+    this server accepts (the load API in explicit mode only)."""
+
+    def __init__(self, root: Path, clock: Clock, *, control_mode: ControlMode = ControlMode.EXPLICIT) -> None:
         self._root = root
         self._clock = clock
+        self._control_mode = control_mode
         self._records: dict[str, ModelRecord] = {}
         self._listing = RepositoryListing(root)
 
@@ -155,25 +161,40 @@ class ModelIndex:
         if record is None or not record.versions:
             if record is not None and record.state is VersionState.LOADING:
                 raise RoutingError(
-                    f"model '{name}' is loading; retry shortly", code=ErrorCode.UNAVAILABLE, retry_after_s=1
+                    triton_texts.no_available_versions(name, f"model '{name}' is loading; retry shortly"),
+                    code=ErrorCode.UNAVAILABLE,
+                    retry_after_s=1,
                 )
             if record is not None or self.is_known(name):
+                failed = record is not None and record.state is VersionState.FAILED
                 reason = f": {record.reason}" if record is not None and record.reason else ""
+                hint = f"model '{name}' {'failed to load' if failed else 'is not loaded'}{reason}; "
                 raise RoutingError(
-                    f"model '{name}' is not loaded{reason}; load it with POST /v2/repository/models/{name}/load",
+                    triton_texts.no_available_versions(name, hint + _load_hint(name, self._control_mode)),
                     code=ErrorCode.UNAVAILABLE,
                 )
             raise RoutingError(
-                f"unknown model '{name}': no such model in the repository; GET /v2/repository/index lists the models"
+                triton_texts.unknown_model(
+                    name, "no such model in the repository; GET /v2/repository/index lists the models"
+                )
             )
         record.last_used_ns = self._clock.now_ns()
         if not version:
             return record.versions[max(record.versions, key=int)]
         loaded = record.versions.get(version)
         if loaded is None:
-            raise RoutingError(
-                f"model '{name}' has no version '{version}' loaded; loaded versions: {sorted(record.versions, key=int)}"
+            hint = (
+                f"model '{name}' has no version {version} loaded; loaded versions: {sorted(record.versions, key=int)}"
             )
+            on_its_way = record.transient.get(version)
+            if on_its_way is not None:  # loading, failed or draining: Triton's "not at ready state"
+                state, why = on_its_way
+                text = triton_texts.version_not_ready(
+                    name, version, f"version {version} is {state.value}{': ' + why if why else ''}; {hint}"
+                )
+            else:
+                text = triton_texts.unknown_version(name, version, hint)
+            raise RoutingError(text)
         return loaded
 
     def has_version(self, name: str, version: str) -> bool:
@@ -190,12 +211,32 @@ class ModelIndex:
         ]
 
     def all_ready(self) -> bool:
-        """Strict readiness: every model asked to load is loaded and every loaded version can serve."""
+        """Strict readiness: every model asked to load is loaded and every loaded version can serve. A model
+        unloaded on purpose does not count (Triton: "Okay if model is not ready due to unload")."""
         return all(
             record.state is VersionState.READY and all(v.is_ready for v in record.versions.values())
             for record in self._records.values()
-            if record.state is not VersionState.UNKNOWN
+            if record.state not in _NOT_EXPECTED
         )
+
+    def not_ready(self) -> list[tuple[str, VersionState, str]]:
+        """The models that keep :meth:`all_ready` false, as (name, state, reason), by name: a model whose
+        record is not READY with its reason, or the first loaded version that cannot serve. Safe from any
+        thread: ``sorted``/``list`` copy each dict in one step under the GIL, and a record read while it changes
+        gives one or the other state."""
+        found: list[tuple[str, VersionState, str]] = []
+        for name, record in sorted(self._records.items(), key=lambda item: item[0]):
+            if record.state in _NOT_EXPECTED:
+                continue
+            if record.state is not VersionState.READY:
+                found.append((name, record.state, record.reason))
+                continue
+            for loaded in list(record.versions.values()):
+                if not loaded.is_ready:
+                    state, reason = _serving_state(loaded)
+                    found.append((name, state, reason))
+                    break
+        return found
 
     def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
         """One entry per version that serves or is on its way in or out, with its lifecycle state; a model
@@ -227,6 +268,22 @@ class ModelIndex:
                 if not ready_only or entry.state is VersionState.READY:
                     entries.append(entry)
         return entries
+
+
+# States of a model nobody expects to serve: never asked to load, or unloaded on purpose.
+_NOT_EXPECTED = frozenset({VersionState.UNKNOWN, VersionState.UNLOADED})
+
+
+def _load_hint(name: str, control_mode: ControlMode) -> str:
+    """How to get ``name`` loaded on a server in ``control_mode``: only explicit mode takes the load API."""
+    if control_mode is ControlMode.EXPLICIT:
+        return f"load it with POST /v2/repository/models/{name}/load"
+    if control_mode is ControlMode.POLL:
+        return "fix it in the model repository: the server loads it again when the repository changes (poll mode)"
+    return (
+        "this server loads models only at start (--model-control-mode none): fix the model in the repository "
+        "and restart the server, or run it with --model-control-mode explicit to load models through the API"
+    )
 
 
 def _serving_state(loaded: LoadedVersion) -> tuple[VersionState, str]:

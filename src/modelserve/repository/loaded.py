@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from modelserve.core.signature import ModelSignature
 from modelserve.observability.statistics import ModelVersionStatistics
@@ -55,6 +56,8 @@ class LoadedVersion:
     warmup_ns: int = 0
     # How ``statistics.memory_bytes`` was measured (``repository.memory.version_memory``'s source).
     memory_source: str = ""
+    # Classification labels by output name (``label_filename``; repository/labels.py).
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def is_ready(self) -> bool:

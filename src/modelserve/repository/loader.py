@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from modelserve.core import triton_texts
 from modelserve.core.clock import Clock
 from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, RoutingError
 from modelserve.core.names import check_model_name
@@ -33,11 +34,12 @@ from modelserve.observability.statistics import ModelVersionStatistics
 from modelserve.repository import model_config as mcfg
 from modelserve.repository.checksums import verify_manifest
 from modelserve.repository.eviction import Eviction
+from modelserve.repository.labels import read_labels
 from modelserve.repository.lifecycle import ModelIndex
 from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.memory import version_memory
 from modelserve.repository.retire import retire, unload_blocking
-from modelserve.repository.scan import list_versions
+from modelserve.repository.scan import folder_contents, list_versions
 from modelserve.repository.scheduler_config import SchedulingDefaults, build_scheduler
 from modelserve.repository.warmup import run_warmup
 from modelserve.runtimes.base import LoadContext, Runtime
@@ -46,6 +48,8 @@ __all__ = ["Loader", "VersionBuilder"]
 
 log = logging.getLogger(__name__)
 
+# A load with its own config waits for the loads already running on that model, at most this many.
+_MAX_OVERRIDE_WAITS = 8
 # The loading thread's progress callback: (version, state, reason).
 Progress = Callable[[str, VersionState, str], None]
 
@@ -62,20 +66,34 @@ class VersionBuilder:
         self._clock = clock
         self._ignored_warned: set[str] = set()  # models whose ignored config fields were logged
 
-    def build(self, name: str, progress: Progress) -> dict[str, LoadedVersion]:
+    def build(
+        self, name: str, progress: Progress, override: mcfg.ModelConfig | None = None, root: Path | None = None
+    ) -> dict[str, LoadedVersion]:
         """Every selected version of ``name``, loaded, warmed up and with its scheduler made (not started),
         by version number. All or nothing: if one version fails, the ones already built are unloaded.
+        ``override`` (a load request's ``config``, already parsed and checked) is used instead of the
+        folder's config.pbtxt; ``root`` (files sent with the load request, staged by
+        ``repository/uploads.py``) instead of the repository: the jail is then that folder.
         Raises :class:`ModelLoadError` with its stage, or whatever a runtime raised."""
+        root = self._root if root is None else root
         # Checked before anything under it is listed or read: a model folder linked out of the repository
         # fails here, and the model shows FAILED with the reason (see scan.scan_models).
         model_dir = inside(
-            self._root,
-            self._root / name,
+            root,
+            root / name,
             what=f"model '{name}': model folder",
             allow_symlinks=self._allow_symlinks,
             stage="config",
         )
-        config = mcfg.read_model_config(model_dir, name, root=self._root, allow_symlinks=self._allow_symlinks)
+        if override is None:
+            config = mcfg.read_model_config(model_dir, name, root=root, allow_symlinks=self._allow_symlinks)
+        else:
+            config = mcfg.new_model_config()
+            config.CopyFrom(override)
+        # Before any file is read: a feature we lack is the reason, not what it makes fail later.
+        mcfg.refuse_unsupported_features(
+            config, source=mcfg.CONFIG_FILENAME if override is None else "the load request's config"
+        )
         available = list_versions(model_dir)
         chosen = mcfg.select_versions(config, available)
         if not chosen:
@@ -84,6 +102,7 @@ class VersionBuilder:
                 f"add a numeric folder such as '{name}/1/'",
                 stage="config",
             )
+        labels = read_labels(config, model_dir, root=root, allow_symlinks=self._allow_symlinks)
         built: dict[str, LoadedVersion] = {}
         try:
             for number in chosen:
@@ -95,7 +114,7 @@ class VersionBuilder:
                     progress(key, state, "")
 
                 try:
-                    built[key] = self._build_version(version_config, model_dir / key, key, report)
+                    built[key] = self._build_version(version_config, model_dir / key, key, report, labels, root)
                 except ModelServeError as exc:
                     progress(key, VersionState.FAILED, exc.message)
                     raise
@@ -109,7 +128,13 @@ class VersionBuilder:
         return built
 
     def _build_version(
-        self, config: mcfg.ModelConfig, version_dir: Path, version: str, report: Callable[[VersionState], None]
+        self,
+        config: mcfg.ModelConfig,
+        version_dir: Path,
+        version: str,
+        report: Callable[[VersionState], None],
+        labels: Mapping[str, tuple[str, ...]],
+        root: Path,
     ) -> LoadedVersion:
         owner = f"model '{config.name}' version {version}"
         started = self._clock.now_ns()
@@ -119,17 +144,21 @@ class VersionBuilder:
         # The version folder and every link anywhere under it (what a runtime may open beside its model
         # file: ONNX external data, a python model's modules) stay inside the repository; the runtime
         # gets the resolved folder, so it opens what was checked.
-        version_dir = inside(self._root, version_dir, what=f"{owner}: version folder", allow_symlinks=allow)
-        inside_tree(self._root, version_dir, what=f"{owner}: version folder entry", allow_symlinks=allow)
+        version_dir = inside(root, version_dir, what=f"{owner}: version folder", allow_symlinks=allow)
+        inside_tree(root, version_dir, what=f"{owner}: version folder entry", allow_symlinks=allow)
         kind = mcfg.resolve_runtime(config, version_dir)
         filename = config.default_model_filename or kind.default_filename
         model_file = inside(
-            self._root, version_dir / filename, what=f"{owner}: model file", must_exist=False, allow_symlinks=allow
+            root, version_dir / filename, what=f"{owner}: model file", must_exist=False, allow_symlinks=allow
         )
         if not model_file.is_file():
-            raise ModelLoadError(f"{owner}: no '{filename}' in its version folder", stage="load")
+            hint = "" if config.default_model_filename else "; name another file with default_model_filename"
+            raise ModelLoadError(
+                f"{owner}: {version}/{filename} not found; the folder holds: {folder_contents(version_dir)}{hint}",
+                stage="load",
+            )
         # Checked before any runtime reads the files: a corrupt or swapped artefact is never loaded.
-        verify_manifest(version_dir, owner, repository=self._root, allow_symlinks=allow)
+        verify_manifest(version_dir, owner, repository=root, allow_symlinks=allow)
         signature = mcfg.signature_of(config) if config.input and config.output else None
         parameters = {key: value.string_value for key, value in config.parameters.items()}
         count = sum(group.count or 1 for group in config.instance_group) or 1
@@ -159,7 +188,7 @@ class VersionBuilder:
             loaded_at = self._clock.now_ns()
             report(VersionState.WARMING)
             warmup_calls = run_warmup(
-                config, signature, runtimes, model_dir, owner, repository=self._root, allow_symlinks=allow
+                config, signature, runtimes, model_dir, owner, repository=root, allow_symlinks=allow
             )
             warmed_at = self._clock.now_ns()
             if warmup_calls:
@@ -196,6 +225,7 @@ class VersionBuilder:
             load_ns=loaded_at - started,
             warmup_ns=warmed_at - loaded_at,
             memory_source=memory.source,
+            labels=labels,
         )
 
 
@@ -225,17 +255,33 @@ class Loader:
         """The models with a load in progress now."""
         return frozenset(self._tasks)
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, override: mcfg.ModelConfig | None = None, root: Path | None = None) -> None:
         """Load (or reload) ``name``. Concurrent calls share one load. Raises :class:`ModelLoadError`, or
         :class:`RoutingError` (NOT_FOUND) when the repository has no folder ``name``.
+
+        With ``override`` (a config given with the load request) the call never joins a load already
+        running, which reads another config: it waits for that one to finish, then loads with its own.
+        ``root`` is where the model folder is when it is not the repository (files sent with the load).
 
         The load runs as a task the loader owns, not in the caller: a caller that goes away (client
         disconnect) cancels only its own wait, never the load the others are waiting for.
         """
         check_model_name(name)
+        if override is not None:
+            for _ in range(_MAX_OVERRIDE_WAITS):
+                if name not in self._tasks:
+                    break
+                await self.wait(name)
+            else:
+                raise ModelLoadError(
+                    f"model '{name}' is being loaded again and again by other calls; repeat the load with "
+                    "its config once they are done",
+                    stage="config",
+                    code=ErrorCode.UNAVAILABLE,
+                )
         task = self._tasks.get(name)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(name), name=f"load-{name}")
+            task = asyncio.get_running_loop().create_task(self._load(name, override, root), name=f"load-{name}")
             self._tasks[name] = task
             task.add_done_callback(self._finished)
         await asyncio.shield(task)
@@ -269,9 +315,13 @@ class Loader:
         """Wait for every load in progress, whatever their outcomes."""
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _load(self, name: str) -> None:
-        if not self._index.has_folder(name):
-            raise RoutingError(f"unknown model '{name}': no folder '{name}' in the model repository")
+    async def _load(self, name: str, override: mcfg.ModelConfig | None, root: Path | None) -> None:
+        if root is None and not self._index.has_folder(name):
+            raise RoutingError(
+                triton_texts.unknown_model_load(
+                    name, f"no folder '{name}' in the model repository; GET /v2/repository/index lists the models"
+                )
+            )
         record = self._index.record(name)
         record.begin_load()
         if self._slots is None:
@@ -279,18 +329,29 @@ class Loader:
         try:
             await self._eviction.make_room(name, record, loading=self.loading())
             async with self._slots:
-                new_versions = await asyncio.to_thread(self._builder.build, name, record.report)
+                new_versions = await asyncio.to_thread(self._builder.build, name, record.report, override, root)
+        except ModelLoadError as exc:
+            # The index keeps the stage's own reason; the caller's error starts with Triton's words.
+            record.fail(exc.message)
+            self._count_failure(name, exc.stage)
+            log.error("model %s failed to load: %s", name, exc.message)
+            raise ModelLoadError(
+                triton_texts.failed_to_load(name, exc.message),
+                stage=exc.stage,
+                code=exc.code,
+                retry_after_s=exc.retry_after_s,
+            ) from exc
         except ModelServeError as exc:
             record.fail(exc.message)
-            self._count_failure(name, exc.stage if isinstance(exc, ModelLoadError) else "load")
+            self._count_failure(name, "load")
             log.error("model %s failed to load: %s", name, exc.message)
             raise
         except Exception as exc:
-            message = f"model '{name}' failed to load: {type(exc).__name__}"
+            message = f"the loader raised {type(exc).__name__}; the server log has the details"
             record.fail(message)
             self._count_failure(name, "load")
             log.exception("model %s failed to load", name)
-            raise ModelLoadError(message, code=ErrorCode.INTERNAL) from exc
+            raise ModelLoadError(triton_texts.failed_to_load(name, message), code=ErrorCode.INTERNAL) from exc
         try:
             for version in new_versions.values():
                 await version.scheduler.start()

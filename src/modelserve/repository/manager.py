@@ -14,19 +14,23 @@ stated in ``loader.py`` and ``lifecycle.py``. Use from the event loop thread onl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from modelserve.config import ControlMode
+from modelserve.core import triton_texts
 from modelserve.core.clock import Clock
-from modelserve.core.errors import RoutingError
+from modelserve.core.errors import ModelLoadError, RoutingError
 from modelserve.core.names import check_model_name
 from modelserve.observability.metrics import ServerMetrics
+from modelserve.repository.config_override import config_from_json
 from modelserve.repository.eviction import Eviction
 from modelserve.repository.lifecycle import IndexEntry, ModelIndex
-from modelserve.repository.loaded import LoadedVersion
+from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.loader import Loader, VersionBuilder
 from modelserve.repository.retire import retire
 from modelserve.repository.scheduler_config import SchedulingDefaults
+from modelserve.repository.uploads import UploadedModels
 
 __all__ = ["IndexEntry", "ModelManager"]
 
@@ -38,6 +42,9 @@ class ModelManager:
     report it (``Runtime.memory_bytes``). ``pinned``: models the budget and idle unloading never unload.
     ``allow_symlinks`` (``repository.allow_symlinks``): follow symbolic links that stay inside ``root``;
     False refuses every link, and a link out of ``root`` is always refused (``core/paths.py``).
+    ``control_mode`` (``repository.control_mode``) words the hint of a "not loaded" error only.
+    ``uploads`` (``repository.allow_load_files``): where model files sent with a load are staged; None
+    refuses them.
     """
 
     def __init__(
@@ -51,9 +58,11 @@ class ModelManager:
         pinned: frozenset[str] = frozenset(),
         metrics: ServerMetrics | None = None,
         allow_symlinks: bool = False,
+        control_mode: ControlMode = ControlMode.EXPLICIT,
+        uploads: UploadedModels | None = None,
     ) -> None:
         metrics = metrics or ServerMetrics()
-        self._index = ModelIndex(root, clock)
+        self._index = ModelIndex(root, clock, control_mode=control_mode)
         self._eviction = Eviction(
             index=self._index,
             root=root,
@@ -71,6 +80,9 @@ class ModelManager:
             clock=clock,
             metrics=metrics,
         )
+        # The load API's ``config`` of each model's last load that had one; forgotten when it unloads.
+        self._load_configs: dict[str, str] = {}
+        self._uploads = uploads
 
     # -- queries (see ModelIndex) -----------------------------------------------------------------
 
@@ -103,6 +115,11 @@ class ModelManager:
         """Strict readiness: every model asked to load is loaded and every loaded version can serve."""
         return self._index.all_ready()
 
+    def not_ready(self) -> list[tuple[str, VersionState, str]]:
+        """The models that keep :meth:`all_ready` false, as (name, state, reason), by name. Safe from any
+        thread (plain reads of the records)."""
+        return self._index.not_ready()
+
     def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
         """One entry per version that serves or is on its way in or out, with its lifecycle state; a model
         with none gets one entry without a version (UNKNOWN, UNLOADED, FAILED with the reason)."""
@@ -110,10 +127,47 @@ class ModelManager:
 
     # -- loading (see Loader) ---------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None) -> None:
         """Load (or reload) ``name``. Concurrent calls share one load. Raises :class:`ModelLoadError`
-        (its ``stage`` says where it stopped), or :class:`RoutingError` for a model with no folder."""
-        await self._loader.load(name)
+        (its ``stage`` says where it stopped), or :class:`RoutingError` for a model with no folder.
+
+        ``config_json`` (the load API's ``config``: a Triton ModelConfig as JSON) is used for this load
+        instead of config.pbtxt (``repository/config_override.py``); ``files`` (its ``file:`` parameters,
+        by relative name) make the model folder instead of the repository's (``repository/uploads.py``;
+        only when the manager was given ``uploads``)."""
+        override = None if config_json is None else config_from_json(config_json, name)
+        staged: Path | None = None
+        if files:
+            try:
+                if self._uploads is None:
+                    raise ModelLoadError("model files inside a load request are not accepted", stage="config")
+                if override is None:
+                    raise ModelLoadError("model files sent with a load need its 'config' parameter too", stage="config")
+                staged = await asyncio.to_thread(self._uploads.stage, name, files)
+            except ModelLoadError as exc:
+                raise ModelLoadError(triton_texts.failed_to_load(name, exc.message), stage="config") from None
+        try:
+            await self._loader.load(name, override, None if staged is None else staged.parent)
+        except BaseException:
+            if staged is not None and self._uploads is not None:
+                self._uploads.discard(staged)
+            raise
+        if self._uploads is not None:
+            self._uploads.keep(name, staged)
+        if config_json is None:
+            self._load_configs.pop(name, None)
+        else:
+            self._load_configs[name] = config_json
+
+    @property
+    def accepts_files(self) -> bool:
+        """Whether a load may bring its own model files (``repository.allow_load_files``)."""
+        return self._uploads is not None
+
+    def load_config_json(self, name: str) -> str | None:
+        """The ``config`` the last successful load of ``name`` used, if it had one (a worker that joins
+        late loads the model as its siblings did)."""
+        return self._load_configs.get(name)
 
     async def ensure_loaded(self, name: str) -> None:
         """Load ``name`` unless it is loaded already (the on-demand path); the wait shows in the index."""
@@ -140,9 +194,12 @@ class ModelManager:
         record = self._index.find(name)
         if record is None:
             if not self._index.is_known(name):
-                raise RoutingError(f"unknown model '{name}': no such model in the repository")
+                raise RoutingError(triton_texts.unknown_model(name, "no such model in the repository"))
             return
+        self._load_configs.pop(name, None)
         await retire(record.withdraw(), drain_timeout_s=drain_timeout_s, record=record)
+        if self._uploads is not None:
+            self._uploads.keep(name, None)
 
     async def unload_idle(self, idle_s: float) -> list[str]:
         """Unload unpinned models with nothing in flight that nobody used for ``idle_s`` seconds; returns
@@ -154,3 +211,5 @@ class ModelManager:
         await self._loader.wait_all()
         names = list(self._index.records())
         await asyncio.gather(*(self.unload(n, drain_timeout_s=drain_timeout_s) for n in names))
+        if self._uploads is not None:
+            self._uploads.close()

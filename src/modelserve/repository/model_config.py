@@ -19,16 +19,19 @@ from modelserve.core.datatypes import Datatype, datatype_from_config_enum
 from modelserve.core.errors import ModelLoadError
 from modelserve.core.paths import inside
 from modelserve.core.signature import ModelSignature, TensorSpec
+from modelserve.repository.scan import folder_contents
 from modelserve.runtimes.base import RuntimeMetadata
 from modelserve.runtimes.registry import SUPPORTED, RuntimeKind, runtime_kind_for, runtime_kind_for_file
 
 __all__ = [
     "CONFIG_FILENAME",
     "ModelConfig",
+    "check_name_and_batch",
     "complete_and_check",
     "ignored_fields",
     "new_model_config",
     "read_model_config",
+    "refuse_unsupported_features",
     "resolve_runtime",
     "select_versions",
     "signature_of",
@@ -46,22 +49,28 @@ def new_model_config() -> ModelConfig:
 # Default batch cap for models whose config we complete ourselves (Triton's default-max-batch-size).
 AUTOCOMPLETE_MAX_BATCH_SIZE = 4
 
-# Fields we parse but do not act on (yet); reported once at load so nobody thinks they are in force.
+# Fields we parse but do not act on (yet), where serving without them gives the same answers (tuning,
+# caching, GPU file names, metric labels); reported once at load so nobody thinks they are in force.
 _IGNORED_FIELDS = (
-    "batch_input",
-    "batch_output",
     "optimization",
-    "sequence_batching",
-    "ensemble_scheduling",
     "cc_model_filenames",
     "metric_tags",
     "model_operations",
-    "model_transaction_policy",
-    "model_repository_agents",
     "response_cache",
     "model_metrics",
     "runtime",
 )
+
+# Fields that change what a model computes or how it is called: serving as if they were absent would give
+# wrong answers (a stateful model fed no state) or a misleading error later ("model.onnx needs inputs
+# ['START', 'READY']"), so a config that sets one is refused at load, naming it. Each says what it is.
+_REFUSED_FIELDS = {
+    "sequence_batching": "Triton's sequence batcher for stateful models (control inputs START/END/READY/CORRID)",
+    "ensemble_scheduling": "ensembles: a pipeline of models run as one",
+    "batch_input": "ragged batching's batch inputs, which the server computes for the model",
+    "batch_output": "ragged batching's batch outputs, which the server scatters back per request",
+    "model_repository_agents": "repository agents, which change the model files before loading (e.g. decryption)",
+}
 
 
 def read_model_config(
@@ -98,18 +107,24 @@ def read_model_config(
             raise ModelLoadError(
                 f"model '{name}': cannot read {CONFIG_FILENAME}: {type(exc).__name__}", stage="config"
             ) from exc
+    check_name_and_batch(config, name, source=CONFIG_FILENAME)
+    return config
+
+
+def check_name_and_batch(config: ModelConfig, name: str, *, source: str) -> None:
+    """Fill in a missing name; refuse a name that is not the folder's, or a negative ``max_batch_size``.
+    ``source`` names where the config came from, for the message (config.pbtxt, the load API's config)."""
     if not config.name:
         config.name = name
     elif config.name != name:
         raise ModelLoadError(
-            f"model folder '{name}' holds a config.pbtxt named '{config.name}'; the name must match the folder",
+            f"the {source} of model folder '{name}' names the model '{config.name}'; the name must match the folder",
             stage="config",
         )
     if config.max_batch_size < 0:
         raise ModelLoadError(
             f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}", stage="config"
         )
-    return config
 
 
 def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKind:
@@ -134,7 +149,9 @@ def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKin
     if kind is None:
         raise ModelLoadError(
             f"model '{config.name}': no platform or backend in config.pbtxt and no model.onnx, model.skops "
-            'or model.py in its version folder; set backend: "onnxruntime", "sklearn" or "python"',
+            f"or model.py in its version folder"
+            + (f" (it holds: {folder_contents(version_dir)})" if version_dir is not None else "")
+            + '; set backend: "onnxruntime", "sklearn" or "python"',
             stage="config",
         )
     if not config.platform:
@@ -142,6 +159,25 @@ def resolve_runtime(config: ModelConfig, version_dir: Path | None) -> RuntimeKin
     if not config.backend:
         config.backend = kind.backend
     return kind
+
+
+def refuse_unsupported_features(config: ModelConfig, *, source: str = CONFIG_FILENAME) -> None:
+    """Refuse a config that uses a Triton feature whose absence would change answers (``_REFUSED_FIELDS``,
+    and ``model_transaction_policy { decoupled: true }``: a model that answers a request with any number of
+    responses, which this server's one-response calls cannot carry). ``source`` names where the config came
+    from. Raises :class:`ModelLoadError` (stage "config") naming the field and that it is not supported yet."""
+    used = [(name, what) for name, what in _REFUSED_FIELDS.items() if _is_set(config, name)]
+    if config.model_transaction_policy.decoupled:
+        used.append(
+            ("model_transaction_policy { decoupled: true }", "decoupled models: any number of responses a request")
+        )
+    if used:
+        name, what = used[0]
+        raise ModelLoadError(
+            f"model '{config.name}': {source} sets {name} ({what}), which modelserve does not support yet; "
+            "remove it, or serve this model with Triton (README: Model repository lists what is refused)",
+            stage="config",
+        )
 
 
 def ignored_fields(config: ModelConfig) -> list[str]:

@@ -11,6 +11,7 @@ symbolic link out of the repository is listed, and FAILED with the reason when a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from modelserve.core.errors import ValidationError
 from modelserve.core.names import check_model_name
 
-__all__ = ["ModelFolders", "RepositoryListing", "list_models", "list_versions", "scan_models"]
+__all__ = ["ModelFolders", "RepositoryListing", "folder_contents", "list_models", "list_versions", "scan_models"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,26 @@ def list_versions(model_dir: Path) -> list[int]:
         elif entry.is_dir() and not entry.name.startswith((".", "_")):
             log.warning("model %s: ignoring non-numeric version folder %r", model_dir.name, entry.name)
     return versions
+
+
+# A load error lists what a version folder holds, so a misnamed model file is seen at once; bounded, since a
+# folder may hold thousands of entries (data files) and the message goes to the index and the logs.
+_LISTED_ENTRIES = 10
+_LISTED_NAME_CHARS = 64
+
+
+def folder_contents(folder: Path) -> str:
+    """What ``folder`` holds, for a message: sorted names (folders with a trailing ``/``, links not
+    followed), the first 10 and how many more; "nothing" when empty, "(cannot be listed)" on an OSError."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(
+                entry.name[:_LISTED_NAME_CHARS] + ("/" if entry.is_dir(follow_symlinks=False) else "")
+                for entry in entries
+            )
+    except OSError:
+        return "(cannot be listed)"
+    if not names:
+        return "nothing"
+    more = len(names) - _LISTED_ENTRIES
+    return ", ".join(names[:_LISTED_ENTRIES]) + (f", ... ({more} more)" if more > 0 else "")

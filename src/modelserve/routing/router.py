@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
+from modelserve.core import triton_texts
 from modelserve.core.context import EMPTY_CONTEXT, RequestContext
 from modelserve.core.errors import ErrorCode, ModelServeError, RoutingError, ValidationError
 from modelserve.core.names import check_model_name, check_version
@@ -84,7 +85,7 @@ class Router:
     async def aliases(self, name: str) -> dict[str, Alias]:
         check_model_name(name)
         if not self._manager.is_known(name):
-            raise RoutingError(f"unknown model '{name}': no such model in the repository")
+            raise RoutingError(triton_texts.unknown_model(name, "no such model in the repository"))
         return dict(await asyncio.to_thread(self._aliases.aliases, name))
 
     async def reload_aliases(self, name: str) -> None:

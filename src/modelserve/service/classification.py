@@ -1,7 +1,11 @@
 """Triton's classification extension: ``"classification": N`` on a requested output returns, per batch
-row, the top N values as BYTES ``"<value>:<index>"`` (label files are not supported yet)."""
+row, the top N values as BYTES ``"<value>:<index>"``, or ``"<value>:<index>:<label>"`` where the output's
+``label_filename`` names that index (repository/labels.py). Values are written as Triton writes them
+(C++ ``std::to_string``: six decimals for floats)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -10,8 +14,9 @@ from modelserve.core.errors import ValidationError
 __all__ = ["classify"]
 
 
-def classify(array: np.ndarray, top_n: int, *, batched: bool, name: str) -> np.ndarray:
-    """Top ``top_n`` of ``array`` per batch row (or overall when not batched), as a BYTES array."""
+def classify(array: np.ndarray, top_n: int, *, batched: bool, name: str, labels: Sequence[str] = ()) -> np.ndarray:
+    """Top ``top_n`` of ``array`` per batch row (or overall when not batched), as a BYTES array; ``labels[i]``
+    (when there is one, and it is not empty) names class index ``i``."""
     if top_n <= 0:
         raise ValidationError(f"output '{name}': 'classification' must be a positive integer, got {top_n}")
     if array.dtype == object or array.dtype.kind not in ("i", "u", "f", "b"):
@@ -25,5 +30,6 @@ def classify(array: np.ndarray, top_n: int, *, batched: bool, name: str) -> np.n
             index = int(order[r, c])
             value = rows[r, index]
             text = f"{float(value):f}" if rows.dtype.kind == "f" else str(int(value))
-            out[r, c] = f"{text}:{index}".encode()
+            label = labels[index] if index < len(labels) else ""
+            out[r, c] = (f"{text}:{index}:{label}" if label else f"{text}:{index}").encode()
     return out if batched else out.reshape(count)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.core import triton_texts
 from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock, wall_time_ms
 from modelserve.core.context import EMPTY_CONTEXT, RequestContext
@@ -27,13 +28,14 @@ from modelserve.core.names import check_model_name
 from modelserve.core.steps import Steps, drive, drive_blocking
 from modelserve.observability.observation import Observation, Observer
 from modelserve.observability.statistics import ModelVersionStatistics, failure_cause, failure_reason
-from modelserve.repository.loaded import LoadedVersion
+from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.model_config import ModelConfig
 from modelserve.routing.aliases import Alias
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.service.classification import classify
+from modelserve.service.shared_memory import RegionStatus, SharedMemoryRegistry
 from modelserve.service.siblings import Siblings
 from modelserve.service.validation import DeclaredInputs, check_declared_inputs, output_names_for, validate_inputs
 
@@ -83,6 +85,7 @@ class DataPlane:
         model_control_mode: str,
         drain_timeout_s: float,
         observers: Sequence[Observer] = (),
+        shared_memory: SharedMemoryRegistry | None = None,
     ) -> None:
         self.server_name = server_name
         self.server_version = server_version
@@ -96,6 +99,9 @@ class DataPlane:
         self._observers = tuple(observers)
         # The other workers (server.workers > 1): lifecycle changes made here are carried to them.
         self.siblings: Siblings | None = None
+        # The registered system shared-memory regions (None: the extension is off); the codecs read
+        # inputs from and write outputs to it.
+        self.shared_memory = shared_memory
 
     def local_view(self) -> DataPlane:
         """This dataplane without its siblings: what answers a sibling's call, so a change made on
@@ -112,6 +118,28 @@ class DataPlane:
     def is_ready(self) -> bool:
         return not self._gate.is_draining and self._manager.all_ready()
 
+    def readiness_reason(self) -> str:
+        """Why the server is not ready, for the answer to ``GET /v2/health/ready``: shutting down, which
+        models failed to load (with the first one's reason), or which are loading. Plain reads of the
+        index, safe from any thread (the health port answers from its own)."""
+        if self._gate.is_draining:
+            return "the server is not ready: it is shutting down"
+        not_ready = self._manager.not_ready()
+        index_hint = "GET /v2/repository/index lists every model's state and reason"
+        failed = [(name, reason) for name, state, reason in not_ready if state is VersionState.FAILED]
+        if failed:
+            names = ", ".join(f"'{name}'" for name, _ in failed)
+            first_name, first_reason = failed[0]
+            why = f" ({first_name}: {first_reason[:300]})" if first_reason else ""
+            return (
+                f"the server is not ready: model{'s' if len(failed) > 1 else ''} {names} failed to load{why}; "
+                f"{index_hint}"
+            )
+        if not_ready:
+            states = ", ".join(f"'{name}' {state.value}" for name, state, _ in not_ready)
+            return f"the server is not ready: models not ready yet: {states}; {index_hint}"
+        return "the server is not ready (loading models, or shutting down)"
+
     def readiness_detail(self, name: str) -> str:
         """Why a model is not ready, from the index: its versions' states and reasons."""
         entries = [e for e in self._manager.index() if e.name == name]
@@ -121,18 +149,35 @@ class DataPlane:
         ]
         return "; ".join(parts) or "unknown"
 
-    async def is_model_ready(self, name: str, version: str) -> bool:
-        """Raises RoutingError (NOT_FOUND) for a model the repository does not have."""
+    async def model_readiness(self, name: str, version: str) -> str:
+        """Empty when ``name``/``version`` ("" = the version a request would get) is ready, else why not: for
+        a model the repository does not have, Triton's unknown-model text; for a known model that is not
+        loaded, loading, failed or has no such version, Triton's "Model version not ready" and the index's
+        states. Raises :class:`ValidationError` only for a malformed name or version."""
         try:
             loaded = await self._resolve(name, version)
         except RoutingError as exc:
             if exc.code is ErrorCode.NOT_FOUND and not self._manager.is_known(name):
-                raise
-            return False
-        return loaded.is_ready and not self._gate.is_draining
+                return exc.message
+            return self._not_ready(name, version)
+        if self._gate.is_draining:
+            return triton_texts.model_not_ready("the server is shutting down")
+        if not loaded.is_ready:
+            return self._not_ready(name, version)
+        return ""
+
+    def _not_ready(self, name: str, version: str) -> str:
+        what = f"model '{name}'" + (f" version {version}" if version else "")
+        return triton_texts.model_not_ready(f"{what} is not ready; its versions: {self.readiness_detail(name)}")
+
+    async def is_model_ready(self, name: str, version: str) -> bool:
+        """False for a model that is unknown, not loaded, loading, failed or draining (as Triton's core
+        answers ``ModelReady``). Raises :class:`ValidationError` only for a malformed name or version."""
+        return not await self.model_readiness(name, version)
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": self.server_name, "version": self.server_version, "extensions": list(EXTENSIONS)}
+        extensions = sorted((*EXTENSIONS, "system_shared_memory")) if self.shared_memory else list(EXTENSIONS)
+        return {"name": self.server_name, "version": self.server_version, "extensions": extensions}
 
     async def _resolve(self, name: str, version: str) -> LoadedVersion:
         return await drive(self._router.resolve(name, version), clock=self._clock)
@@ -175,7 +220,11 @@ class DataPlane:
         same resolve as :meth:`infer_steps`, which checks the decoded request again (the version may move
         between the two). Raises what resolving raises, or :class:`ValidationError`."""
         loaded = yield from self._router.resolve(name, version, context)
-        check_declared_inputs(declared, loaded.signature)
+        try:
+            check_declared_inputs(declared, loaded.signature)
+        except ValidationError as exc:
+            _count_refusal(loaded, exc)
+            raise
 
     async def precheck(
         self, name: str, version: str, declared: DeclaredInputs, context: RequestContext = EMPTY_CONTEXT
@@ -263,8 +312,12 @@ class DataPlane:
             observer.submit(observation)
 
     def _check(self, request: InferRequest, loaded: LoadedVersion) -> list[str]:
-        validate_inputs(request, loaded.signature)
-        return output_names_for(request, loaded.signature, self._max_requested_outputs)
+        try:
+            validate_inputs(request, loaded.signature)
+            return output_names_for(request, loaded.signature, self._max_requested_outputs)
+        except ValidationError as exc:
+            _count_refusal(loaded, exc)
+            raise
 
     @staticmethod
     def _respond(
@@ -277,7 +330,11 @@ class DataPlane:
                 top_n = requested.parameters.get("classification")
                 if top_n is not None:
                     outputs[requested.name] = _classified(
-                        outputs[requested.name], top_n, signature.max_batch_size, requested.name
+                        outputs[requested.name],
+                        top_n,
+                        signature.max_batch_size,
+                        requested.name,
+                        loaded.labels.get(requested.name, ()),
                     )
                     datatypes[requested.name] = Datatype.BYTES
         return InferResult(
@@ -320,19 +377,48 @@ class DataPlane:
     async def load_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         check_model_name(name)
         self._check_control("loading")
-        for key in parameters:
-            if key.startswith("file:"):
+        config_json: str | None = None
+        files: dict[str, bytes] = {}
+        for key, value in parameters.items():
+            if key == "config":
+                if not isinstance(value, str):
+                    raise ValidationError(
+                        "load parameter 'config' must be a string holding a Triton ModelConfig as JSON, "
+                        f"got {type(value).__name__}"
+                    )
+                config_json = value
+            elif key.startswith("file:"):
+                if not isinstance(value, bytes):
+                    raise ValidationError(
+                        f"load parameter '{key[:64]}' must carry the file's bytes (a bytes parameter over gRPC, "
+                        f"a base64 string over REST), got {type(value).__name__}"
+                    )
+                files[key[len("file:") :]] = value
+            else:
                 raise ValidationError(
-                    "load parameters 'file:<path>' (model files inline in the request) are not accepted: "
-                    "place the files in the model repository instead"
+                    f"unknown load parameter '{key[:64]}'; the load API takes 'config' (a Triton ModelConfig "
+                    "as JSON, used for this load instead of config.pbtxt) and 'file:<version>/<name>' files"
                 )
+        if files and not self._manager.accepts_files:
             raise ValidationError(
-                f"unknown load parameter '{key[:64]}'; the load API takes no parameters here: edit "
-                "config.pbtxt in the repository and load again"
+                "load parameters 'file:<path>' (model files inline in the request) are not accepted: place the "
+                "files in the model repository instead, or set repository.allow_load_files (whoever may call "
+                "the load API can then run code on this server)"
             )
-        await self._manager.load(name)
+        if files and self.siblings is not None:
+            raise ValidationError(
+                "load parameters 'file:<path>' are not accepted with server.workers > 1 (each worker would "
+                "need the files); place the files in the model repository instead"
+            )
+        await self._manager.load(name, config_json, files)
         if self.siblings is not None:
             await self.siblings.load_model(name, parameters)
+
+    def load_parameters(self, name: str) -> dict[str, Any]:
+        """The load parameters that would load ``name`` as it was last loaded (its ``config``, if one
+        was given): what a worker that joins late passes to its own load."""
+        config_json = self._manager.load_config_json(name)
+        return {} if config_json is None else {"config": config_json}
 
     async def aliases(self, name: str) -> dict[str, Alias]:
         return await self._router.aliases(name)
@@ -365,8 +451,57 @@ class DataPlane:
         if self.siblings is not None:
             await self.siblings.unload_model(name, parameters)
 
+    # -- system shared memory ---------------------------------------------------------------------
 
-def _classified(array: np.ndarray, top_n: ParameterValue, max_batch_size: int, name: str) -> np.ndarray:
+    def _regions(self) -> SharedMemoryRegistry:
+        if self.shared_memory is None:
+            raise ModelServeError(
+                "system shared memory is disabled on this server; set shared_memory.enabled: true to use it",
+                code=ErrorCode.UNSUPPORTED,
+            )
+        return self.shared_memory
+
+    async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Register a system shared-memory region here and on every sibling worker (each opens the object
+        itself); if a sibling refuses, the registration is undone everywhere and the error raised, so the
+        workers never differ. Raises ``SharedMemoryError`` (INVALID_ARGUMENT) naming the problem."""
+        regions = self._regions()
+        regions.register(name, key, offset, byte_size)
+        if self.siblings is None:
+            return
+        try:
+            await self.siblings.register_shared_memory(name, key, offset, byte_size)
+        except ModelServeError:
+            regions.unregister(name)
+            # Undone where it was done; a sibling that cannot be reached now never had it (a restarted
+            # worker starts with no regions). The first error is the one to report.
+            await self.siblings.unregister_shared_memory(name, strict=False)
+            raise
+
+    def shared_memory_status(self, name: str) -> list[RegionStatus]:
+        """Every region (``name`` empty) or the one named; NOT_FOUND for a name not registered."""
+        return self._regions().status(name)
+
+    async def unregister_shared_memory(self, name: str) -> None:
+        """Unregister region ``name`` (every region when empty) here and on every sibling worker."""
+        self._regions().unregister(name)
+        if self.siblings is not None:
+            await self.siblings.unregister_shared_memory(name)
+
+
+def _count_refusal(loaded: LoadedVersion, refused: ValidationError) -> None:
+    """A request that named a served version but does not match its signature (an unknown or missing
+    input, a wrong datatype or shape) is a failed request of that version, as Triton counts it (reason
+    OTHER): an error-rate alert must see a client that keeps sending bad tensors. Counted once: the
+    precheck and the request path's check are never both refused for one request."""
+    loaded.statistics.record_request(
+        succeeded=False, total_ns=0, failure_reason=failure_reason(refused), failure_cause=failure_cause(refused)
+    )
+
+
+def _classified(
+    array: np.ndarray, top_n: ParameterValue, max_batch_size: int, name: str, labels: Sequence[str]
+) -> np.ndarray:
     if isinstance(top_n, bool) or not isinstance(top_n, int):
         raise ValidationError(f"output '{name}': 'classification' must be an integer, got {top_n!r}")
-    return classify(array, top_n, batched=max_batch_size > 0, name=name)
+    return classify(array, top_n, batched=max_batch_size > 0, name=name, labels=labels)

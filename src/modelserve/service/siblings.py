@@ -29,6 +29,15 @@ class Siblings(Protocol):
 
     async def reload_aliases(self, name: str) -> None: ...
 
+    async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Register the system shared-memory region on every sibling (each opens the object itself)."""
+        ...
+
+    async def unregister_shared_memory(self, name: str, *, strict: bool = True) -> None:
+        """Unregister it (every region when ``name`` is empty); ``strict=False`` logs a failure instead of
+        raising it (undoing a registration a sibling refused)."""
+        ...
+
     async def statistics_documents(self, name: str, version: str) -> list[dict[str, Any]]:
         """Each sibling's statistics document for ``name``/``version`` (both may be empty: every model)."""
         ...
@@ -37,6 +46,7 @@ class Siblings(Protocol):
         """Each sibling's ``/metrics`` text, by worker index."""
         ...
 
-    async def loaded_models(self) -> list[str]:
-        """The models a sibling has loaded now (empty when none answers): what a restarted worker loads."""
+    async def loaded_models(self) -> dict[str, dict[str, Any]]:
+        """The models a sibling has loaded now, each with the load parameters it was loaded with (empty
+        when none answers): what a restarted worker loads."""
         ...

@@ -4,14 +4,15 @@
 shapes), so a transport can refuse a mistyped request before decoding its elements; :func:`validate_inputs`
 runs them again on the decoded request.
 
-Messages follow Triton's where clients may match on them (``unexpected inference output 'y' for model
-'m'``) and always say what the model expects.
+Each message starts with Triton's own text for the error (``core/triton_texts.py``: clients match on it),
+then says what the model expects and how to fix the request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from modelserve.core import triton_texts
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import ValidationError
 from modelserve.core.inference import InferRequest
@@ -49,40 +50,78 @@ def check_declared_inputs(declared: DeclaredInputs, signature: ModelSignature) -
         spec = signature.input(name)
         if spec is None:
             raise ValidationError(
-                f"unexpected inference input '{name}' for model '{model}'; its inputs are "
-                f"{[s.name for s in signature.inputs]}"
+                triton_texts.unexpected_input(name, model, f"its inputs are {[s.name for s in signature.inputs]}")
             )
         if datatype is not spec.datatype:
             raise ValidationError(
-                f"input '{name}' of model '{model}' has datatype {datatype.value} but the model expects "
-                f"{spec.datatype.value}"
+                triton_texts.datatype_mismatch(
+                    name,
+                    model,
+                    datatype.value,
+                    spec.datatype.value,
+                    f"send input '{name}' as {spec.datatype.value} (it was sent as {datatype.value})",
+                )
             )
         if max_batch > 0:
             if len(shape) != len(spec.dims) + 1 or not _shape_matches(shape[1:], spec.dims):
                 raise ValidationError(
-                    f"input '{name}' of model '{model}' has shape {list(shape)} but the model expects "
-                    f"{_expected(spec, max_batch)} (first dimension = batch size, 1..{max_batch})"
+                    triton_texts.unexpected_shape(
+                        name,
+                        model,
+                        spec.client_shape(max_batch),
+                        shape,
+                        f"input '{name}' has shape {list(shape)} but the model expects {_expected(spec, max_batch)}"
+                        f" (first dimension = batch size, 1..{max_batch})",
+                    )
                 )
-            if not 1 <= shape[0] <= max_batch:
+            if shape[0] < 1:  # Triton has no text for an empty batch: it never checks for one
                 raise ValidationError(
                     f"input '{name}' of model '{model}' has batch size {shape[0]}; it must be 1..{max_batch} "
-                    "(max_batch_size); split the request"
+                    "(max_batch_size)"
+                )
+            if shape[0] > max_batch:
+                raise ValidationError(
+                    triton_texts.batch_size_too_large(
+                        model,
+                        max_batch,
+                        f"input '{name}' has batch size {shape[0]}; it must be 1..{max_batch} (max_batch_size); "
+                        "split the request",
+                    )
                 )
             batch_sizes.add(shape[0])
         elif not _shape_matches(shape, spec.dims):
             raise ValidationError(
-                f"input '{name}' of model '{model}' has shape {list(shape)} but the model expects "
-                f"{_expected(spec, max_batch)}"
+                triton_texts.unexpected_shape(
+                    name,
+                    model,
+                    spec.client_shape(max_batch),
+                    shape,
+                    f"input '{name}' has shape {list(shape)} but the model expects {_expected(spec, max_batch)}",
+                )
             )
     if len(batch_sizes) > 1:
+        rows = [(input_name, shape[0]) for input_name, (_, shape) in declared.items()]
+        first = next(input_name for input_name, size in rows if size != rows[0][1])
         raise ValidationError(
-            f"inputs of model '{model}' disagree on the batch size (first dimension): {sorted(batch_sizes)}"
+            triton_texts.batch_size_mismatch(
+                first,
+                model,
+                f"the inputs disagree on the batch size (first dimension): {sorted(batch_sizes)}; send the same "
+                "number of rows in every input",
+            )
         )
     missing = [s.name for s in signature.inputs if not s.optional and s.name not in declared]
     if missing:
         raise ValidationError(
-            f"model '{model}' expects input(s) {missing} that the request does not carry; "
-            f"send every input of {[s.name for s in signature.inputs]}"
+            triton_texts.wrong_input_count(
+                model,
+                required=sum(not s.optional for s in signature.inputs),
+                total=len(signature.inputs),
+                got=list(declared),
+                missing=missing,
+                hint=f"model '{model}' expects input(s) {missing} that the request does not carry; "
+                f"send every input of {[s.name for s in signature.inputs]}",
+            )
         )
 
 
@@ -98,8 +137,9 @@ def output_names_for(request: InferRequest, signature: ModelSignature, max_reque
     for output in request.requested_outputs:
         if signature.output(output.name) is None:
             raise ValidationError(
-                f"unexpected inference output '{output.name}' for model '{signature.name}'; its outputs are "
-                f"{list(signature.output_names)}"
+                triton_texts.unexpected_output(
+                    output.name, signature.name, f"its outputs are {list(signature.output_names)}"
+                )
             )
         if output.name in names:
             raise ValidationError(f"output '{output.name}' is requested twice")

@@ -43,6 +43,7 @@ from modelserve.protocol.grpc_codec import (
     encode_infer_response,
     parse_infer_header,
 )
+from modelserve.protocol.shared_memory_documents import status_message
 from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dataplane import DataPlane
 from modelserve.transport.grpc.admission import pushback_metadata
@@ -151,11 +152,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return json_format.ParseDict({"models": self._run(index(), context)}, pb.RepositoryIndexResponse())
 
     def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        self._run(self._api.load_model(request.model_name, dict(request.parameters)), context)
+        self._run(self._api.load_model(request.model_name, _repository_parameters(request.parameters)), context)
         return pb.RepositoryModelLoadResponse()
 
     def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        self._run(self._api.unload_model(request.model_name, dict(request.parameters)), context)
+        self._run(self._api.unload_model(request.model_name, _repository_parameters(request.parameters)), context)
         return pb.RepositoryModelUnloadResponse()
 
     def _header(self, request: Any) -> GrpcRequestHeader:
@@ -166,9 +167,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         """Check the metadata against the model, then decode the elements: a mistyped request is refused for
         the cost of its metadata (this thread, not the loop's)."""
         header = self._header(request)
-        if request.ByteSize() >= PRECHECK_MIN_BYTES:
+        if request.ByteSize() + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
             self._api.precheck_blocking(request.model_name, request.model_version, header.declared, context, self._loop)
-        return decode_infer_tensors(header)
+        return decode_infer_tensors(header, self._api.shared_memory)
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
@@ -178,7 +179,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             request_context = self._request_context(context)
             decoded = self._decode(request, request_context)
             result = self._api.infer_blocking(decoded, request_context, self._loop, cancel)
-            return encode_infer_response(result)
+            return encode_infer_response(result, decoded.requested_outputs, self._api.shared_memory)
         except ModelServeError as exc:
             if exc.retry_after_s:
                 self._refused(context, started)
@@ -215,12 +216,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         async def one(message: Any) -> Any:
             try:
                 header = self._header(message)
-                if message.ByteSize() >= PRECHECK_MIN_BYTES:
+                if message.ByteSize() + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
                     await self._api.precheck(
                         message.model_name, message.model_version, header.declared, request_context
                     )
-                decoded = decode_infer_tensors(header)
-                response = encode_infer_response(await self._api.infer(decoded, request_context))
+                regions = self._api.shared_memory
+                decoded = decode_infer_tensors(header, regions)
+                result = await self._api.infer(decoded, request_context)
+                response = encode_infer_response(result, decoded.requested_outputs, regions)
                 return pb.ModelStreamInferResponse(infer_response=response)
             except ModelServeError as exc:
                 failed = pb.ModelStreamInferResponse(error_message=exc.message)
@@ -279,15 +282,64 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     def _unsupported(self, request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "this extension is not supported by this server")
 
-    SystemSharedMemoryStatus = _unsupported
-    SystemSharedMemoryRegister = _unsupported
-    SystemSharedMemoryUnregister = _unsupported
-    CudaSharedMemoryStatus = _unsupported
-    CudaSharedMemoryRegister = _unsupported
-    CudaSharedMemoryUnregister = _unsupported
+    # -- shared memory: the same dataplane calls as REST; with shared_memory.enabled false, UNIMPLEMENTED --
+
+    def _shared_memory_on(self, context: Any) -> None:
+        if self._api.shared_memory is None:
+            context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "system shared memory is disabled on this server; set shared_memory.enabled: true to use it",
+            )
+
+    def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        self._shared_memory_on(context)
+
+        async def status() -> Any:
+            return status_message(self._api.shared_memory_status(request.name))
+
+        return self._run(status(), context)
+
+    def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self._shared_memory_on(context)
+        register = self._api.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        self._run(register, context)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self._shared_memory_on(context)
+        self._run(self._api.unregister_shared_memory(request.name), context)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # No CUDA region can ever be registered (no GPU support): the status is empty and unregistering succeeds
+    # (Triton's examples unregister every CUDA region before they start); registering one is UNIMPLEMENTED.
+    def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        self._shared_memory_on(context)
+        if request.name:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Unable to find cuda shared memory region: '{request.name[:64]}'")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "CUDA shared memory is not supported: this server has no GPU support; use system shared memory "
+            "(SystemSharedMemoryRegister) or send the tensors in the request",
+        )
+
+    def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self._shared_memory_on(context)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     TraceSetting = _unsupported
     LogSettings = _unsupported
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.Server) -> None:
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+
+
+def _repository_parameters(parameters: Any) -> dict[str, Any]:
+    """A load/unload request's ``ModelRepositoryParameter`` map as plain values (str, int, bool, bytes), as
+    the REST route gives them."""
+    return {
+        key: getattr(value, value.WhichOneof("parameter_choice") or "string_param") for key, value in parameters.items()
+    }

@@ -13,6 +13,7 @@ Every error body is ``{"error": "..."}``; overload errors carry ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import time
@@ -39,6 +40,7 @@ from modelserve.protocol.rest_codec import (
     parse_infer_header,
     parse_json_body,
 )
+from modelserve.protocol.shared_memory_documents import register_request, status_document
 from modelserve.protocol.tensor_codec import PRECHECK_MIN_BYTES
 from modelserve.service.dashboard import dashboard_summary, parse_window_s
 from modelserve.service.dataplane import DataPlane
@@ -68,6 +70,11 @@ _DASHBOARD_CSP = (
     b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
+
+_NO_CUDA = (
+    "CUDA shared memory (the 'cudasharedmemory' extension) is not supported: this server has no GPU support; "
+    "use system shared memory (/v2/systemsharedmemory) or send the tensors in the request"
+)
 
 # The backlog refusal needs a crowd: fewer admitted requests than this cannot be what keeps the loop late.
 _BACKLOG_MIN_IN_FLIGHT = 32
@@ -197,6 +204,12 @@ class HttpApp:
             "alerts": self._alerts,
             "dashboard_summary": self._dashboard_summary,
             "dashboard_file": self._dashboard_file,
+            "system_shm_status": self._system_shm_status,
+            "system_shm_register": self._system_shm_register,
+            "system_shm_unregister": self._system_shm_unregister,
+            "cuda_shm_status": self._cuda_shm_status,
+            "cuda_shm_register": self._cuda_shm_register,
+            "cuda_shm_unregister": self._cuda_shm_unregister,
             "unsupported": self._unsupported,
         }
         missing = sorted({route.handler for route in ROUTES} - handlers.keys())
@@ -208,6 +221,9 @@ class HttpApp:
             del handlers["metrics"]
         if operations is None:
             del handlers["alerts"]
+        if api.shared_memory is None:  # shared_memory.enabled: false answers every shared-memory path 501
+            for name in [name for name in handlers if "_shm_" in name]:
+                del handlers[name]
         self._handlers = handlers
         self._router = Router(route for route in ROUTES if route.handler in handlers)
         # A scope switched off by configuration answers 404 with the reason, whatever the method (checked
@@ -282,17 +298,16 @@ class HttpApp:
     # -- health and metadata ----------------------------------------------------------------------------
 
     async def _server_live(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
-        await self._health(send, self._api.is_live())
-
-    async def _server_ready(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
-        await self._health(send, self._api.is_ready())
-
-    @staticmethod
-    async def _health(send: Send, is_ok: bool) -> None:
-        if is_ok:
+        if self._api.is_live():
             await _send(send, 200, b"")
         else:
-            await _send_error(send, 503, "the server is not ready (loading models, or shutting down)")
+            await _send_error(send, 503, "the server is not live")
+
+    async def _server_ready(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        if self._api.is_ready():
+            await _send(send, 200, b"")
+        else:
+            await _send_error(send, 503, self._api.readiness_reason())
 
     async def _server_metadata(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         await _send_json(send, self._api.server_metadata())
@@ -306,11 +321,13 @@ class HttpApp:
         await _send_json(send, documents.metadata_document(metadata))
 
     async def _model_ready(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
-        name = params["model"]
-        if await self._api.is_model_ready(name, params["version"]):
-            await _send(send, 200, b"")
+        # Not ready, for whatever reason (unknown, not loaded, loading, failed), is a 400 as Triton answers:
+        # by the protocol any 4xx means "false", and tritonclient's is_model_ready reads it so.
+        why_not = await self._api.model_readiness(params["model"], params["version"])
+        if why_not:
+            await _send_error(send, 400, why_not)
         else:
-            await _send_error(send, 503, f"model '{name}' is not ready ({self._api.readiness_detail(name)})")
+            await _send(send, 200, b"")
 
     async def _model_config(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         config = await self._api.model_config(params["model"], params["version"])
@@ -368,11 +385,12 @@ class HttpApp:
         context = self._request_context(scope)
         # Reject a mistyped or misshapen request for the cost of its header, before its elements are decoded
         # (small bodies decode for less than the check costs).
-        if len(body) >= PRECHECK_MIN_BYTES:
+        if len(body) + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
             await self._api.precheck(header.model_name, header.model_version, header.declared, context)
-        decoded = decode_infer_tensors(header, self._rest_limits)
+        regions = self._api.shared_memory
+        decoded = decode_infer_tensors(header, self._rest_limits, regions)
         response = await self._infer_unless_disconnected(decoded.request, context, receive)
-        payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
+        payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output, regions)
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
         if json_length is not None:
@@ -465,7 +483,8 @@ class HttpApp:
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise DecodeError("'parameters' must be a JSON object")
-        return parameters
+        # Triton's REST load carries each 'file:<path>' as base64 text; the dataplane takes the bytes.
+        return {key: _file_bytes(key, value) if key.startswith("file:") else value for key, value in parameters.items()}
 
     # -- operations: metrics, alerts, dashboard -----------------------------------------------------------
 
@@ -510,9 +529,57 @@ class HttpApp:
             return
         await _send(send, 200, asset.body, asset.content_type.encode(), headers)
 
+    # -- shared memory ----------------------------------------------------------------------------------
+
+    async def _system_shm_status(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await _send_json(send, status_document(self._api.shared_memory_status(params["region"])))
+
+    async def _system_shm_register(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        key, offset, byte_size = register_request(self._json_object(await self._body(scope, receive)))
+        await self._api.register_shared_memory(params["region"], key, offset, byte_size)
+        await _send(send, 200, b"")
+
+    async def _system_shm_unregister(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._api.unregister_shared_memory(params["region"])
+        await _send(send, 200, b"")
+
+    async def _cuda_shm_status(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        # No CUDA region can be registered here, so the list is empty and any name is unknown (Triton's text).
+        if params["region"]:
+            raise _HttpError(404, f"Unable to find cuda shared memory region: '{params['region'][:64]}'")
+        await _send_json(send, [])
+
+    async def _cuda_shm_register(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        raise _HttpError(501, _NO_CUDA)
+
+    async def _cuda_shm_unregister(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await _send(send, 200, b"")  # nothing is ever registered: unregistering it succeeds, as in Triton
+
     async def _unsupported(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
         # The extension is the first segment after /v2 (the route matched it, empty segments aside).
         extension = [segment for segment in scope["path"].split("/") if segment][1]
+        if self._api.shared_memory is not None and extension in ("systemsharedmemory", "cudasharedmemory"):
+            # A shared-memory operation's path with another method: the any-method route caught it, but
+            # the answer is the router's usual 405.
+            allowed = [
+                method
+                for method in ("GET", "POST")
+                if isinstance(found := self._router.match(method, scope["path"]), Match)
+                and found.route.handler != "unsupported"
+            ]
+            if allowed:
+                raise _HttpError(
+                    405, f"Method Not Allowed: use {' or '.join(allowed)}", [(b"allow", allowed[0].encode())]
+                )
+        if extension == "cudasharedmemory":
+            raise _HttpError(501, _NO_CUDA)
+        if extension == "systemsharedmemory" and self._api.shared_memory is not None:
+            raise _HttpError(
+                501,
+                "no system shared memory operation at this path and method; use GET "
+                "/v2/systemsharedmemory[/region/{name}]/status, POST /v2/systemsharedmemory/region/{name}/register "
+                "or POST /v2/systemsharedmemory[/region/{name}]/unregister",
+            )
         raise _HttpError(501, f"the '{extension}' extension is not supported by this server")
 
     @staticmethod
@@ -523,3 +590,12 @@ class HttpApp:
         if not isinstance(document, dict):
             raise DecodeError("the request body must be a JSON object")
         return document
+
+
+def _file_bytes(key: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise DecodeError(f"load parameter '{key[:64]}' must be the file's content as a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, or a character outside ASCII
+        raise DecodeError(f"load parameter '{key[:64]}' is not valid base64") from None

@@ -6,13 +6,15 @@ covers every connection that has something to read: at 32x capacity (1,024 clien
 strict liveness probe of a pod that is only busy. This app runs on a second event loop in its own thread
 (``app/serve.py``), which nothing else uses: a probe waits only for the GIL, a few milliseconds at
 worst. It answers exactly what the REST port answers for ``/v2/health/live`` and ``/v2/health/ready``
-(``is_live`` / ``is_ready`` are plain reads, safe from any thread) and nothing else.
+(``is_live``, ``is_ready`` and ``readiness_reason`` are plain reads, safe from any thread) and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import orjson
 
 from modelserve.service.dataplane import DataPlane
 
@@ -21,7 +23,6 @@ __all__ = ["HealthApp"]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-_NOT_READY = b'{"error":"the server is not ready (loading models, or shutting down)"}'
 _ONLY_HEALTH = b'{"error":"only GET /v2/health/live and /v2/health/ready are served on this port"}'
 
 
@@ -40,7 +41,7 @@ class HealthApp:
         elif self._api.is_live() if path.endswith("live") else self._api.is_ready():
             await self._send(send, 200, b"")
         else:
-            await self._send(send, 503, _NOT_READY)
+            await self._send(send, 503, orjson.dumps({"error": self._api.readiness_reason()}))
 
     @staticmethod
     async def _send(send: Send, status: int, body: bytes) -> None:

@@ -13,7 +13,7 @@ GET      /v2/health/ready                                     health            
 GET      /v2                                                  metadata          server metadata
 GET      /v2/openapi.json                                     metadata          this API's OpenAPI document
 POST     /v2/models/{model}[/versions/{version}]/infer        inference         inference, JSON or binary tensors
-GET      /v2/models/{model}[/versions/{version}]/ready        health            200, 503 not ready, 404 unknown
+GET      /v2/models/{model}[/versions/{version}]/ready        health            200, or 400 not ready or unknown
 GET      /v2/models[/{model}[/versions/{version}]]/stats      statistics        statistics extension (all models)
 GET      /v2/models/{model}[/versions/{version}]              metadata          model metadata
 GET      /v2/models/{model}[/versions/{version}]/config       model-config      Triton ModelConfig as JSON
@@ -27,7 +27,13 @@ GET      /metrics                                             metrics           
 GET      /v2/alerts                                           metrics           firing, pending, resolved alerts
 GET      /v2/dashboard/summary                                dashboard         ``[?window=seconds]``
 GET      /dashboard[/{file:path}]                             dashboard         the page and its static files
-ANY      /v2/systemsharedmemory[/{rest:path}]                 shared-memory     501: not supported
+GET      /v2/systemsharedmemory[/region/{region}]/status      shared-memory     registered regions
+POST     /v2/systemsharedmemory/region/{region}/register      shared-memory     ``{"key", "offset", "byte_size"}``
+POST     /v2/systemsharedmemory[/region/{region}]/unregister  shared-memory     one region, or all
+GET      /v2/cudasharedmemory[/region/{region}]/status        shared-memory     always none (no GPU)
+POST     /v2/cudasharedmemory/region/{region}/register        shared-memory     501: no GPU support
+POST     /v2/cudasharedmemory[/region/{region}]/unregister    shared-memory     nothing to unregister
+ANY      /v2/systemsharedmemory[/{rest:path}]                 shared-memory     501: other shapes, or off
 ANY      /v2/cudasharedmemory[/{rest:path}]                   shared-memory     501: not supported
 ANY      /v2/trace[/{rest:path}]                              trace             501: not supported
 ANY      /v2/logging[/{rest:path}]                            logging           501: not supported
@@ -290,6 +296,29 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/alerts", "alerts", Scope.METRICS),
     Route("GET", "/v2/dashboard/summary", "dashboard_summary", Scope.DASHBOARD),
     Route("GET", "/dashboard[/{file:path}]", "dashboard_file", Scope.DASHBOARD),
+    # Mounted only with shared_memory.enabled; the any-method routes below answer the rest (and all of it
+    # when the extension is off). Triton's examples unregister CUDA regions before they start, so the CUDA
+    # status and unregister succeed (there are none); only registering one is refused.
+    Route("GET", "/v2/systemsharedmemory[/region/{region}]/status", "system_shm_status", Scope.SHARED_MEMORY),
+    Route("POST", "/v2/systemsharedmemory/region/{region}/register", "system_shm_register", Scope.SHARED_MEMORY),
+    Route("POST", "/v2/systemsharedmemory[/region/{region}]/unregister", "system_shm_unregister", Scope.SHARED_MEMORY),
+    Route(
+        "GET", "/v2/cudasharedmemory[/region/{region}]/status", "cuda_shm_status", Scope.SHARED_MEMORY, is_listed=False
+    ),
+    Route(
+        "POST",
+        "/v2/cudasharedmemory/region/{region}/register",
+        "cuda_shm_register",
+        Scope.SHARED_MEMORY,
+        is_listed=False,
+    ),
+    Route(
+        "POST",
+        "/v2/cudasharedmemory[/region/{region}]/unregister",
+        "cuda_shm_unregister",
+        Scope.SHARED_MEMORY,
+        is_listed=False,
+    ),
     Route(ANY_METHOD, "/v2/systemsharedmemory[/{rest:path}]", "unsupported", Scope.SHARED_MEMORY, is_listed=False),
     Route(ANY_METHOD, "/v2/cudasharedmemory[/{rest:path}]", "unsupported", Scope.SHARED_MEMORY, is_listed=False),
     Route(ANY_METHOD, "/v2/trace[/{rest:path}]", "unsupported", Scope.TRACE, is_listed=False),
