@@ -406,9 +406,30 @@ def test_huge_declared_shapes_are_refused_without_allocating(shape: list[int], d
     def decode() -> None:
         with pytest.raises(DecodeError) as info:
             _decode(body, len(body), RestLimits(2**28, 64, 16))
-        assert info.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+        # No bytes were sent for that shape: a mismatch (400), not a request over a limit (413).
+        assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
     assert _peak_bytes_while(decode) < 1 << 20
+
+
+@pytest.mark.parametrize("datatype", [Datatype.FP32, Datatype.INT8, Datatype.BYTES])
+def test_what_was_sent_decides_between_a_mismatch_and_a_size_limit(datatype: Datatype) -> None:
+    """Sent bytes that fit the shape but are over the limit: 413. Bytes or JSON data that cannot fill the
+    shape: 400, whatever the declared size (a retry of an invalid request would fail again)."""
+    itemsize = datatype.itemsize or 4
+    limit = 1024
+    count = limit // (datatype.itemsize or 1) + 1  # one element over the limit
+    over = {"sent_bytes": count * itemsize}
+    with pytest.raises(DecodeError) as info:
+        checked_shape([count], datatype, limit, "input 'x'", **over)
+    assert info.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    for sent in ({"sent_bytes": 4}, {"max_sent_elements": 3}):
+        with pytest.raises(DecodeError, match="must match|needs") as info:
+            checked_shape([2**40], datatype, limit, "input 'x'", **sent)
+        assert info.value.code is ErrorCode.INVALID_ARGUMENT
+        with pytest.raises(DecodeError) as info:
+            checked_shape([2**70, 2**70], datatype, limit, "input 'x'", **sent)
+        assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
 @PROPERTY_SETTINGS

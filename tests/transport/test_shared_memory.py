@@ -236,7 +236,7 @@ def test_an_offset_and_size_past_64_bits_in_an_infer_request_is_refused(
         "name": "INPUT0",
         "shape": [1, 16],
         "datatype": "BYTES",
-        "parameters": {"shared_memory_region": "r", "shared_memory_offset": 2**64 - 1, "shared_memory_byte_size": 2},
+        "parameters": {"shared_memory_region": "r", "shared_memory_offset": 2**64 - 1, "shared_memory_byte_size": 64},
     }
     other = {"name": "INPUT1", "shape": [1, 16], "datatype": "BYTES", "data": ["1"] * 16}
     response = httpx.post(

@@ -10,17 +10,20 @@ Every error case is followed by a good request that still succeeds.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from tests.model_builders import write_python_model
@@ -248,6 +251,36 @@ def test_bad_tensors_to_a_served_model_count_as_failures(server: ServerProcess, 
         assert (fail, metric) == (before[0] + 1, before[1] + 1), message
     _assert_simple_works(client)
     assert _failures(server)[0] == fail, "a good request is not a failure"
+
+
+def test_data_that_disagrees_with_its_shape_counts_as_a_failure(server: ServerProcess) -> None:
+    """Refused while the tensors are read (before the model's signature is even looked at): still a failed
+    request of the version it names, on both transports."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": name, "datatype": "INT32", "shape": [1, 16], "parameters": {"binary_data_size": 60}}
+                for name in ("INPUT0", "INPUT1")
+            ]
+        }
+    ).encode()
+    before = _failures(server)
+    answer = httpx.post(
+        f"{server.http_url}/v2/models/simple/infer",
+        content=header + b"\0" * 120,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=TIMEOUT_S,
+    )
+    assert answer.status_code == 400 and "binary data is 60 bytes" in answer.json()["error"]
+    message = service_pb2.ModelInferRequest(model_name="simple")
+    for name in ("INPUT0", "INPUT1"):
+        message.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        message.raw_input_contents.append(b"\0" * 60)
+    grpc_client = grpcclient.InferenceServerClient(server.grpc_address)
+    with pytest.raises(grpc.RpcError) as raised:
+        grpc_client._client_stub.ModelInfer(message, timeout=TIMEOUT_S)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _failures(server) == (before[0] + 2, before[1] + 2)
 
 
 # -- server readiness when a model failed ---------------------------------------------------------------------

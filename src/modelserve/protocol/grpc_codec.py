@@ -25,6 +25,7 @@ from modelserve.protocol.shared_memory_params import (
     check_input_size,
     regions_or_refuse,
     shared_memory_ref,
+    window_elements,
 )
 from modelserve.protocol.tensor_codec import checked_datatype, checked_shape, tensor_from_raw, tensor_to_raw
 
@@ -172,8 +173,18 @@ def parse_infer_header(
         if name in declared:
             raise DecodeError(f"{what} appears twice in inputs")
         datatype = checked_datatype(tensor.datatype, what)
-        shape, count = checked_shape(list(tensor.shape), datatype, max_tensor_bytes, what)
         window = _input_window(tensor, what) if len(tensor.parameters) else None
+        # What was sent, checked against the shape before the size limit (tensor_codec.checked_shape): the
+        # raw bytes or shared-memory window, or typed contents (every element takes at least a byte).
+        sent: dict[str, int] = {}
+        if window is not None:
+            sent["max_sent_elements"] = window_elements(window, datatype)
+        elif has_raw:
+            if raw_index < len(raw_contents) and not tensor.HasField("contents"):
+                sent["sent_bytes"] = len(raw_contents[raw_index])
+        else:
+            sent["max_sent_elements"] = tensor.contents.ByteSize() if tensor.HasField("contents") else 0
+        shape, count = checked_shape(list(tensor.shape), datatype, max_tensor_bytes, what, **sent)
         if window is not None:
             if tensor.HasField("contents"):
                 raise DecodeError(f"{what}: unexpected 'contents' provided when using shared memory for the input")

@@ -29,7 +29,12 @@ from modelserve.protocol.parameters import (
     check_parameter_count,
     parse_request_parameters,
 )
-from modelserve.protocol.shared_memory_params import check_input_size, regions_or_refuse, shared_memory_ref
+from modelserve.protocol.shared_memory_params import (
+    check_input_size,
+    regions_or_refuse,
+    shared_memory_ref,
+    window_elements,
+)
 from modelserve.protocol.tensor_codec import (
     PRECHECK_MIN_BYTES,
     check_json_datatype,
@@ -368,7 +373,6 @@ def parse_infer_header(
             raise DecodeError(f"{what} appears twice in 'inputs'")
         seen.add(name)
         datatype = checked_datatype(tensor.get("datatype"), what)
-        shape, count = checked_shape(tensor.get("shape"), datatype, limits.max_tensor_bytes, what)
         tensor_params = _parameters(tensor.get("parameters"), what)
         check_parameter_count(len(tensor_params), what)
         size = tensor_params.get("binary_data_size")
@@ -376,6 +380,13 @@ def parse_infer_header(
         data: Any = None
         span: memoryview | None = None
         window = shared_memory_ref(tensor_params, what)
+        shape, count = checked_shape(
+            tensor.get("shape"),
+            datatype,
+            limits.max_tensor_bytes,
+            what,
+            **_sent(tensor, datatype, window, size, spans, header_view),
+        )
         if window is not None:
             if size is not None or "data" in tensor:
                 raise DecodeError(
@@ -482,6 +493,28 @@ def decode_infer_tensors(
         timeout_us=params.timeout_us,
     )
     return DecodedRestRequest(request=request, binary_data_output=params.binary_data_output)
+
+
+def _sent(
+    tensor: dict[str, Any],
+    datatype: Datatype,
+    window: SharedMemoryRef | None,
+    size: Any,
+    spans: dict[str, memoryview],
+    header_view: memoryview,
+) -> dict[str, int]:
+    """What the client sent for one input, for :func:`checked_shape`: the binary size of a blob or a
+    shared-memory window, or, for JSON ``data``, a bound on its elements (each takes a character and a
+    comma: at most (length + 1) / 2 in its text, or in the whole header when it was parsed with it)."""
+    if window is not None:  # its exact size is checked against the shape by check_input_size
+        return {"max_sent_elements": window_elements(window, datatype)}
+    if size is not None:
+        return {"sent_bytes": size} if type(size) is int and size >= 0 else {}
+    if "data" in tensor:
+        data = tensor["data"]
+        span = spans.get(data) if isinstance(data, str) else None
+        return {"max_sent_elements": (len(span if span is not None else header_view) + 1) // 2}
+    return {}
 
 
 def _tensor_from_json_header(item: _InputHeader, max_depth: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
 from modelserve.core.shared_memory import RegionAccess, SharedMemoryRef
 
-__all__ = ["SHARED_MEMORY_PARAMETERS", "check_input_size", "regions_or_refuse", "shared_memory_ref"]
+__all__ = ["SHARED_MEMORY_PARAMETERS", "check_input_size", "regions_or_refuse", "shared_memory_ref", "window_elements"]
 
 REGION = "shared_memory_region"
 OFFSET = "shared_memory_offset"
@@ -76,3 +76,9 @@ def regions_or_refuse(regions: RegionAccess | None, what: str) -> RegionAccess:
             code=ErrorCode.UNSUPPORTED,
         )
     return regions
+
+
+def window_elements(ref: SharedMemoryRef, datatype: Datatype) -> int:
+    """The most elements of ``datatype`` the window's bytes can hold (BYTES: a 4-byte length each): a
+    shape declaring more is refused as a mismatch, before the size limit (tensor_codec.checked_shape)."""
+    return ref.byte_size // (datatype.itemsize or 4)

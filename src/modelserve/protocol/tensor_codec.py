@@ -66,8 +66,22 @@ def _brief(value: Any) -> str:
         return f"a {type(value).__name__} holding numbers too long to print"
 
 
-def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: str) -> tuple[tuple[int, ...], int]:
-    """Validate a declared shape; return it and its element count. Never allocates."""
+def checked_shape(
+    shape: Any,
+    datatype: Datatype,
+    max_tensor_bytes: int,
+    what: str,
+    *,
+    sent_bytes: int | None = None,
+    max_sent_elements: int | None = None,
+) -> tuple[tuple[int, ...], int]:
+    """Validate a declared shape; return it and its element count. Never allocates.
+
+    What the client really sent is checked before the size limit, so a shape that disagrees with it is
+    INVALID_ARGUMENT (never retryable), and RESOURCE_EXHAUSTED / 413 means the data itself is over the
+    limit: ``sent_bytes`` is the tensor's binary size (raw contents, a binary blob, a shared-memory
+    window), which a fixed-size type must fill exactly and BYTES must have 4 bytes an element for;
+    ``max_sent_elements`` bounds how many elements the data can hold (JSON text, typed gRPC contents)."""
     if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
         raise DecodeError(f"{what}: 'shape' must be a list of non-negative integers, got {_brief(shape)}")
     if len(shape) > 32:
@@ -75,6 +89,10 @@ def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: s
     if any(d < 0 for d in shape):
         raise DecodeError(f"{what}: shape {_brief(list(shape))} has a negative dimension; dimensions must be >= 0")
     if any(d > _MAX_DIM for d in shape):
+        if sent_bytes is not None or max_sent_elements is not None:
+            raise DecodeError(
+                f"{what}: a dimension of 'shape' is past int64 (over {_MAX_DIM}); the data sent cannot hold it"
+            )
         raise DecodeError(
             f"{what}: a dimension of 'shape' is past int64 (over {_MAX_DIM}), far over the server's limit of "
             f"{max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes)",
@@ -83,6 +101,15 @@ def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: s
     count = math.prod(shape)
     itemsize = datatype.itemsize or 1  # BYTES: at least 4 bytes each on the wire, 1 is a lower bound
     if count * itemsize > max_tensor_bytes:
+        # Over the limit as declared: a mismatch with what was sent is the error (a shape that fits is
+        # checked against its data later, where each form of data has its own message).
+        if sent_bytes is not None:
+            _check_sent_bytes(shape, datatype, count, sent_bytes, what)
+        if max_sent_elements is not None and count > max_sent_elements:
+            raise DecodeError(
+                f"{what}: shape {list(shape)} declares {count} elements, but its data can hold at most "
+                f"{max_sent_elements}; the shape must match the data"
+            )
         raise DecodeError(
             f"{what}: shape {list(shape)} declares {count} elements ({count * itemsize} bytes), over the "
             f"server's limit of {max_tensor_bytes} bytes per tensor (limits.max_tensor_bytes)",
@@ -97,6 +124,21 @@ def checked_shape(shape: Any, datatype: Datatype, max_tensor_bytes: int, what: s
             "dimensions alongside the zero"
         )
     return tuple(shape), count
+
+
+def _check_sent_bytes(shape: Sequence[int], datatype: Datatype, count: int, sent_bytes: int, what: str) -> None:
+    if datatype is Datatype.BYTES:
+        if 4 * count > sent_bytes:
+            raise DecodeError(
+                f"{what}: shape {list(shape)} declares {count} BYTES elements, which need at least {4 * count} "
+                f"bytes (a 4-byte length each), but only {sent_bytes} bytes were sent; the shape must match the data"
+            )
+        return
+    if count * datatype.itemsize != sent_bytes:
+        raise DecodeError(
+            f"{what}: binary data is {sent_bytes} bytes but shape {list(shape)} of {datatype.value} needs "
+            f"{count * datatype.itemsize} bytes ({count} elements x {datatype.itemsize})"
+        )
 
 
 def tensor_from_raw(

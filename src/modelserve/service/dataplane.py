@@ -267,6 +267,14 @@ class DataPlane:
             loaded.statistics.record_request(succeeded=False, total_ns=0, failure_reason=reason, failure_cause=cause)
             raise refused
 
+    def count_undecodable(self, name: str, version: str, refused: ModelServeError) -> None:
+        """A request naming ``name``/``version`` whose tensors could not be read (data that disagrees
+        with its shape, a bad length prefix, a malformed value): a failed request of that version when it
+        is served, as Triton counts it (reason OTHER), so an error-rate alert sees it. O(1), any thread."""
+        loaded = self._router.loaded_now(name, version)
+        if loaded is not None:
+            _count_refusal(loaded, refused)
+
     async def infer(self, request: InferRequest, context: RequestContext = EMPTY_CONTEXT) -> InferResult:
         """Run one request from the event loop (REST, the in-process engine)."""
         return await drive(self.infer_steps(request, context), clock=self._clock, deadline_ns=context.deadline_ns)
@@ -489,7 +497,7 @@ class DataPlane:
             await self.siblings.unregister_shared_memory(name)
 
 
-def _count_refusal(loaded: LoadedVersion, refused: ValidationError) -> None:
+def _count_refusal(loaded: LoadedVersion, refused: ModelServeError) -> None:
     """A request that named a served version but does not match its signature (an unknown or missing
     input, a wrong datatype or shape) is a failed request of that version, as Triton counts it (reason
     OTHER): an error-rate alert must see a client that keeps sending bad tensors. Counted once: the

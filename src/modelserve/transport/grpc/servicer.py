@@ -35,7 +35,7 @@ from modelserve.config import LimitSettings
 from modelserve.core.cancellation import CancelToken
 from modelserve.core.clock import Clock
 from modelserve.core.context import REQUEST_ID_HEADER, RequestContext, select_headers
-from modelserve.core.errors import ModelServeError
+from modelserve.core.errors import DecodeError, ModelServeError
 from modelserve.protocol import documents
 from modelserve.protocol.grpc_codec import (
     GrpcRequestHeader,
@@ -165,11 +165,20 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     def _decode(self, request: Any, context: RequestContext) -> Any:
         """Check the metadata against the model, then decode the elements: a mistyped request is refused for
-        the cost of its metadata (this thread, not the loop's)."""
-        header = self._header(request)
+        the cost of its metadata (this thread, not the loop's). A request whose tensors cannot be read
+        counts as a failure of the version it names."""
+        try:
+            header = self._header(request)
+        except DecodeError as exc:
+            self._api.count_undecodable(request.model_name, request.model_version, exc)
+            raise
         if request.ByteSize() + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
             self._api.precheck_blocking(request.model_name, request.model_version, header.declared, context, self._loop)
-        return decode_infer_tensors(header, self._api.shared_memory)
+        try:
+            return decode_infer_tensors(header, self._api.shared_memory)
+        except DecodeError as exc:
+            self._api.count_undecodable(request.model_name, request.model_version, exc)
+            raise
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
@@ -215,13 +224,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
         async def one(message: Any) -> Any:
             try:
-                header = self._header(message)
-                if message.ByteSize() + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
-                    await self._api.precheck(
-                        message.model_name, message.model_version, header.declared, request_context
-                    )
-                regions = self._api.shared_memory
-                decoded = decode_infer_tensors(header, regions)
+                try:
+                    header = self._header(message)
+                    if message.ByteSize() + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
+                        await self._api.precheck(
+                            message.model_name, message.model_version, header.declared, request_context
+                        )
+                    regions = self._api.shared_memory
+                    decoded = decode_infer_tensors(header, regions)
+                except DecodeError as exc:
+                    self._api.count_undecodable(message.model_name, message.model_version, exc)
+                    raise
                 result = await self._api.infer(decoded, request_context)
                 response = encode_infer_response(result, decoded.requested_outputs, regions)
                 return pb.ModelStreamInferResponse(infer_response=response)

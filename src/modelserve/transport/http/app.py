@@ -381,14 +381,22 @@ class HttpApp:
                 raise DecodeError("Inference-Header-Content-Length is not a number") from None
             if header_length < 0:
                 raise DecodeError("Inference-Header-Content-Length must be >= 0")
-        header = parse_infer_header(body, header_length, params["model"], params["version"], self._rest_limits)
+        try:
+            header = parse_infer_header(body, header_length, params["model"], params["version"], self._rest_limits)
+        except DecodeError as exc:
+            self._api.count_undecodable(params["model"], params["version"], exc)
+            raise
         context = self._request_context(scope)
         # Reject a mistyped or misshapen request for the cost of its header, before its elements are decoded
         # (small bodies decode for less than the check costs).
         if len(body) + header.shared_memory_bytes >= PRECHECK_MIN_BYTES:
             await self._api.precheck(header.model_name, header.model_version, header.declared, context)
         regions = self._api.shared_memory
-        decoded = decode_infer_tensors(header, self._rest_limits, regions)
+        try:
+            decoded = decode_infer_tensors(header, self._rest_limits, regions)
+        except DecodeError as exc:
+            self._api.count_undecodable(header.model_name, header.model_version, exc)
+            raise
         response = await self._infer_unless_disconnected(decoded.request, context, receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output, regions)
         extra: list[tuple[bytes, bytes]] = []
