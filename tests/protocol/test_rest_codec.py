@@ -424,7 +424,7 @@ def test_what_was_sent_decides_between_a_mismatch_and_a_size_limit(datatype: Dat
         checked_shape([count], datatype, limit, "input 'x'", **over)
     assert info.value.code is ErrorCode.PAYLOAD_TOO_LARGE
     for sent in ({"sent_bytes": 4}, {"max_sent_elements": 3}):
-        with pytest.raises(DecodeError, match="must match|needs") as info:
+        with pytest.raises(DecodeError, match=r"must match|needs") as info:
             checked_shape([2**40], datatype, limit, "input 'x'", **sent)
         assert info.value.code is ErrorCode.INVALID_ARGUMENT
         with pytest.raises(DecodeError) as info:
