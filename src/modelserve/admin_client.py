@@ -37,7 +37,7 @@ class AdminClient:
         data = json.dumps(body).encode() if body is not None else b""
         request = urllib.request.Request(  # noqa: S310 (the scheme is checked in __init__)
             self._url + path,
-            data=data if method == "POST" else None,
+            data=data if method in ("POST", "PUT") else None,
             method=method,
             headers={"Content-Type": "application/json"},
         )
@@ -89,6 +89,17 @@ class AdminClient:
         path = f"/v2/models/{self._quote(model)}/aliases/{self._quote(alias)}"
         result: dict[str, Any] = self._call("POST", path, {"version": version})
         return result
+
+    def routing(self, model: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v2/models/{self._quote(model)}/routing")
+        return result
+
+    def set_routing(self, model: str, policy: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PUT", f"/v2/models/{self._quote(model)}/routing", policy)
+        return result
+
+    def clear_routing(self, model: str) -> None:
+        self._call("DELETE", f"/v2/models/{self._quote(model)}/routing")
 
     def rollback(self, model: str, alias: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/v2/models/{self._quote(model)}/rollback", {"alias": alias})

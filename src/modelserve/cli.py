@@ -7,10 +7,13 @@ settings share names, so ``--max-queue-size`` is ``scheduling.max_queue_size`` i
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from modelserve import __version__
 from modelserve.config import SettingsError, load_settings
@@ -298,6 +301,19 @@ def _admin_commands(commands: Any) -> None:
     rollback = with_url(commands.add_parser("rollback", help="point an alias (production) back at its last version"))
     rollback.add_argument("model")
     rollback.add_argument("--alias", default="production")
+    route = commands.add_parser("route", help="show, set or clear a model's traffic routing policy")
+    route_commands = route.add_subparsers(dest="route_command", metavar="ACTION", required=True)
+    route_show = with_url(route_commands.add_parser("show", help="the policy as JSON and each arm's share"))
+    route_show.add_argument("model")
+    route_set = with_url(
+        route_commands.add_parser(
+            "set", help="set the policy from a JSON or YAML file, or inline JSON: route set iris policy.yaml"
+        )
+    )
+    route_set.add_argument("model")
+    route_set.add_argument("policy", help="a .json/.yaml file holding the policy, or the policy as inline JSON")
+    route_clear = with_url(route_commands.add_parser("clear", help="remove the policy (and its file)"))
+    route_clear.add_argument("model")
 
 
 def _run_admin(args: argparse.Namespace) -> int:
@@ -335,10 +351,40 @@ def _run_admin(args: argparse.Namespace) -> int:
         elif args.command == "rollback":
             result = client.rollback(args.model, args.alias)
             print(f"{args.model}: {result['alias']} rolled back to version {result['version']}")
+        elif args.command == "route" and args.route_command == "show":
+            print(json.dumps(client.routing(args.model), indent=2))
+        elif args.command == "route" and args.route_command == "set":
+            answer = client.set_routing(args.model, _policy_argument(args.policy))
+            arms = [f"{arm['arm']} {arm['weight']:g} % -> {arm['target']}" for arm in answer["policy"].get("split", [])]
+            print(f"{args.model}: routing set" + (f": {', '.join(arms)}" if arms else " (no split)"))
+        elif args.command == "route":
+            client.clear_routing(args.model)
+            print(f"{args.model}: routing cleared")
     except AdminError as exc:
         print(f"modelserve {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _policy_argument(text: str) -> dict[str, Any]:
+    """``route set``'s policy: inline JSON (it starts with ``{``), else a JSON or YAML file's mapping."""
+    from modelserve.admin_client import AdminError
+
+    if text.lstrip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise AdminError(f"the inline policy is not valid JSON: {exc}") from exc
+    else:
+        try:
+            document = yaml.safe_load(Path(text).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise AdminError(f"cannot read policy file {text}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise AdminError(f"policy file {text} is not valid JSON or YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise AdminError("the policy must be a mapping: {key: ..., split: [...], override: ...}")
+    return document
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -372,7 +418,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("models", "load", "unload", "alias", "rollback"):
+    if args.command in ("models", "load", "unload", "alias", "rollback", "route"):
         return _run_admin(args)
     if args.command == "profile":
         return _run_profile(args)

@@ -457,6 +457,13 @@ class Settings(_Group):
     alerts: AlertSettings = AlertSettings()
     dashboard: DashboardSettings = DashboardSettings()
     shared_memory: SharedMemorySettings = SharedMemorySettings()
+    # Initial routing policies, model name -> the policy's mapping (the shape of PUT /v2/models/{m}/routing).
+    # Kept raw here (this module imports nothing of modelserve): app/ validates each as a RoutingPolicy at
+    # start. A model whose <model>/routing.json exists (written by the routing API) keeps that file's policy.
+    routing: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Initial traffic policies by model name (key, split, override, ...); see 'Traffic routing'.",
+    )
 
     @model_validator(mode="after")
     def _alert_windows_fit_the_monitor(self) -> Settings:

@@ -23,6 +23,7 @@ class FakeLocal:
         self.fail_loads = fail_loads
         self.loaded: list[str] = []
         self.aliases_reloaded: list[str] = []
+        self.routing_reloaded: list[str] = []
 
     async def load_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         if self.fail_loads:
@@ -34,6 +35,9 @@ class FakeLocal:
 
     async def reload_aliases(self, name: str) -> None:
         self.aliases_reloaded.append(name)
+
+    async def reload_routing(self, name: str) -> None:
+        self.routing_reloaded.append(name)
 
     def load_parameters(self, name: str) -> dict[str, Any]:
         return {"config": '{"max_batch_size": 2}'} if name == "configured" else {}
@@ -59,6 +63,8 @@ def test_a_change_reaches_every_sibling_and_reads_come_back_by_worker(tmp_path: 
             assert one.loaded == two.loaded == ["iris"]
             await caller.reload_aliases("iris")
             assert one.aliases_reloaded == two.aliases_reloaded == ["iris"]
+            await caller.reload_routing("iris")
+            assert one.routing_reloaded == two.routing_reloaded == ["iris"]
             assert await caller.metrics_texts() == {1: "m1\n", 2: "m2\n"}
             assert await caller.statistics_documents("", "") == [{"model_stats": []}] * 2
             assert await caller.loaded_models() == {"iris": {}}

@@ -193,8 +193,8 @@ def session() -> Iterator[requests.Session]:
 # over the same server (pytest runs the tests of a module in file order). Run first, they also show a bug
 # this order keeps out of the way, not fixed here: after an unload and load between two monitor samples,
 # /v2/dashboard/summary reports negative requests and 10 s quantiles (observability/monitor.py diffs the
-# reloaded version's fresh counters against the old ones).
-MUTATING = ["setAlias", "rollback", "modelLoad", "modelUnload"]
+# reloaded version's fresh counters against the old ones). A routing policy changes which version answers.
+MUTATING = ["setAlias", "rollback", "modelLoad", "modelUnload", "setRouting", "clearRouting"]
 # The complement, for exclude(): schemathesis 4.32's include() selects every operation when the config has
 # per-operation blocks (CONFIG does), while exclude() filters as documented.
 READ_ONLY = [

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import numpy as np
+from pydantic import ValidationError as PydanticValidationError
 
 from modelserve import __version__
 from modelserve.app.observability import ObservabilityParts, build_observability
@@ -35,7 +36,7 @@ from modelserve.config import ControlMode, Settings, SettingsError, load_setting
 from modelserve.core.clock import Clock, MonotonicClock
 from modelserve.core.context import REQUEST_ID_HEADER, RequestContext, select_headers
 from modelserve.core.datatypes import Datatype, datatype_from_numpy
-from modelserve.core.errors import ValidationError
+from modelserve.core.errors import ModelServeError, ValidationError
 from modelserve.core.inference import InferRequest, InferResult, RequestedOutput
 from modelserve.core.names import check_model_name
 from modelserve.observability.metrics import ServerMetrics
@@ -46,10 +47,15 @@ from modelserve.repository.poller import RepositoryPoller
 from modelserve.repository.scheduler_config import SchedulingDefaults
 from modelserve.repository.uploads import UploadedModels
 from modelserve.routing.aliases import AliasStore
+from modelserve.routing.breaker import BreakerState
+from modelserve.routing.fallback import check_policy
+from modelserve.routing.policy import RoutingPolicy
+from modelserve.routing.policy_files import PolicyFiles, describe_errors
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import SHUTTING_DOWN, AdmissionGate
 from modelserve.service.dataplane import DataPlane
 from modelserve.service.operations import Operations
+from modelserve.service.resilience import Resilience
 from modelserve.service.shared_memory import SharedMemoryRegistry
 
 __all__ = ["Engine"]
@@ -96,15 +102,17 @@ class Engine:
             if shm.enabled
             else None
         )
+        self.router = Router(
+            self.manager,
+            AliasStore(repository.path, allow_symlinks=repository.allow_symlinks),
+            load_on_demand=repository.load_on_demand,
+            policy_files=PolicyFiles(repository.path, allow_symlinks=repository.allow_symlinks),
+        )
         self.dataplane = DataPlane(
             server_name=settings.server.name,
             server_version=__version__,
             manager=self.manager,
-            router=Router(
-                self.manager,
-                AliasStore(repository.path, allow_symlinks=repository.allow_symlinks),
-                load_on_demand=repository.load_on_demand,
-            ),
+            router=self.router,
             gate=self.gate,
             clock=self.clock,
             max_requested_outputs=settings.limits.max_requested_outputs,
@@ -112,8 +120,14 @@ class Engine:
             drain_timeout_s=settings.server.drain_timeout_s,
             observers=self._observability.observers,
             shared_memory=self.shared_memory,
+            resilience=Resilience(self.router, self.clock, self.metrics),
         )
-        self._context_headers = frozenset(settings.server.context_headers) | {REQUEST_ID_HEADER}
+        self.metrics.watch_breakers(self.dataplane.resilience.breaker_rows, [state.value for state in BreakerState])
+        self.metrics.watch_shadows(self.dataplane.shadows.rows)
+        self.dataplane.on_routed = self._count_routed
+        self._configured_headers = frozenset(settings.server.context_headers) | {REQUEST_ID_HEADER}
+        # (the routing headers they were built with, the headers read): rebuilt when a policy changes them.
+        self._context_headers = (self.router.policies.headers, self._configured_headers)
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
         self._loaded = asyncio.Event()
@@ -162,7 +176,12 @@ class Engine:
         root = self.settings.repository.path
         if not root.is_dir():
             raise SettingsError(f"repository.path: model repository {root} does not exist or is not a folder")
+        try:
+            await self.router.load_routing(initial_policies(self.settings))
+        except ModelServeError as exc:
+            raise SettingsError(exc.message) from exc
         self._observability.start()
+        self.dataplane.start_shadows(asyncio.get_running_loop())
         stack = contextlib.AsyncExitStack()
         group = await stack.enter_async_context(asyncio.TaskGroup())
         self._stack = stack
@@ -203,6 +222,9 @@ class Engine:
         self._stopped = True
         if not self.gate.is_draining:
             await self.drain()
+        # Before the models go: queued shadow copies are dropped, the running one ends (its thread drives
+        # it through this loop, so it waits off the loop).
+        await asyncio.to_thread(self.dataplane.shadows.stop)
         for task in self._background:  # every task of the group: stop() is the group's only exit
             task.cancel()  # undelivered webhook notifications are counted as failed, not awaited
         try:
@@ -246,6 +268,7 @@ class Engine:
                 poller = RepositoryPoller(self.manager, repository.path)
                 await poller.remember_current()
             await self.manager.load_all(self._models_to_load())
+            self._check_fallbacks()
         except Exception:  # the index says what failed; the engine serves what did load
             log.exception("loading the models at start failed")
         finally:
@@ -258,6 +281,20 @@ class Engine:
             idle_s = repository.unload_idle_secs
             unload_idle = _every(min(idle_s / 2, 5.0), lambda: self.manager.unload_idle(idle_s))
             self._background.append(group.create_task(unload_idle, name="modelserve-idle"))
+
+    def _check_fallbacks(self) -> None:
+        """The policies read at start (settings file, routing.json) meet their models only now they are
+        loaded: a fallback chain that does not fit is reported, and the request path skips its entries
+        that refuse a request (the routing API refuses such a chain outright)."""
+        for name, policy in self.router.policies.policies().items():
+            try:
+                check_policy(name, policy, self.manager)
+            except ValidationError as exc:
+                log.warning(
+                    "%s; requests skip the entries that do not fit (fix it with PUT /v2/models/%s/routing)",
+                    exc.message,
+                    name,
+                )
 
     async def _sample(self) -> None:
         self._observability.monitor.sample()
@@ -283,7 +320,8 @@ class Engine:
         loaded version). ``outputs``: the outputs to compute (None: all). ``priority``: 1 is the highest
         level of a batching model's queue, 0 its default. ``timeout_s``: the request's deadline; a
         request still waiting then fails with DEADLINE_EXCEEDED and never runs. ``headers``: as an HTTP
-        client would send them (only ``server.context_headers`` are read). Raises the server's domain
+        client would send them (only ``server.context_headers`` and those a routing policy reads are
+        read). The answer's ``arm`` names the routing split's arm that chose the version. Raises the server's domain
         errors (:class:`~modelserve.core.errors.ModelServeError` subclasses with a ``code`` and a message
         that says what to fix).
         """
@@ -303,7 +341,12 @@ class Engine:
         )
         for name, value in inputs.items():
             request.inputs[name], request.input_datatypes[name] = _tensor(name, value)
-        selected = select_headers((headers or {}).items(), self._context_headers)
+        routing_headers, wanted = self._context_headers
+        if routing_headers is not self.router.policies.headers:
+            routing_headers = self.router.policies.headers
+            wanted = self._configured_headers | routing_headers
+            self._context_headers = (routing_headers, wanted)
+        selected = select_headers((headers or {}).items(), wanted)
         context = RequestContext(
             request_id=request_id or selected.get(REQUEST_ID_HEADER, ""),
             headers=selected,
@@ -333,9 +376,41 @@ class Engine:
         """Triton's statistics per loaded version (of ``name``, or of every model)."""
         return await self.dataplane.statistics(name or "", "")
 
+    def routing(self, name: str) -> dict[str, Any]:
+        """``name``'s routing policy document (``policy``: None when it has none) and its arms' shares."""
+        return self.dataplane.routing(name)
+
+    async def set_routing(self, name: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """Set ``name``'s routing policy (the shape of the settings file's ``routing.<model>``), persisted
+        beside the model. Allowed in every control mode. Raises :class:`ValidationError` naming the field."""
+        await self.router.set_routing(name, policy)
+        return self.dataplane.routing(name)
+
+    async def clear_routing(self, name: str) -> None:
+        """Remove ``name``'s routing policy (and its file)."""
+        await self.router.clear_routing(name)
+
+    def _count_routed(self, model: str, arm: str, target: str) -> None:
+        self.metrics.routing_requests.labels(model, arm, target).inc()
+
     def metrics_text(self) -> str:
         """The Prometheus exposition the server's ``/metrics`` would serve now."""
         return self.metrics.render().decode()
+
+
+def initial_policies(settings: Settings) -> dict[str, RoutingPolicy]:
+    """The settings file's ``routing`` policies, validated. Raises :class:`SettingsError` naming the model
+    and the field (``routing.iris: split.1.weight: ...``)."""
+    policies = {}
+    for name, document in settings.routing.items():
+        try:
+            check_model_name(name)
+            policies[name] = RoutingPolicy.model_validate(document)
+        except ValidationError as exc:
+            raise SettingsError(f"routing.{name[:64]}: {exc.message}") from exc
+        except PydanticValidationError as exc:
+            raise SettingsError(f"routing.{name}: {describe_errors(exc)}") from exc
+    return policies
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

@@ -117,6 +117,9 @@ class SiblingWorkers:
     async def reload_aliases(self, name: str) -> None:
         await self._change({"op": "reload_aliases", "name": name}, f"the alias change of '{name}'")
 
+    async def reload_routing(self, name: str) -> None:
+        await self._change({"op": "reload_routing", "name": name}, f"the routing change of '{name}'")
+
     async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
         request = {"op": "register_shared_memory", "name": name, "key": key, "offset": offset, "byte_size": byte_size}
         await self._change(request, f"registering shared memory region '{name[:64]}'")
@@ -175,6 +178,9 @@ async def serve_siblings(path: Path, local: DataPlane, render_metrics: Callable[
     async def reload_aliases(request: dict[str, Any]) -> Any:
         await local.reload_aliases(str(request["name"]))
 
+    async def reload_routing(request: dict[str, Any]) -> Any:
+        await local.reload_routing(str(request["name"]))
+
     async def loaded_models(request: dict[str, Any]) -> Any:
         names = sorted({entry.name for entry in local.repository_index(ready_only=True)})
         return {name: local.load_parameters(name) for name in names}
@@ -194,6 +200,7 @@ async def serve_siblings(path: Path, local: DataPlane, render_metrics: Callable[
         "load": load,
         "unload": unload,
         "reload_aliases": reload_aliases,
+        "reload_routing": reload_routing,
         "loaded_models": loaded_models,
         "register_shared_memory": register_shared_memory,
         "unregister_shared_memory": unregister_shared_memory,

@@ -4,6 +4,7 @@ A request moves through stages, and each stage raises its own error class::
 
     bytes --decode--> InferRequest --route--> model version --validate--> queue --run--> outputs --encode--> bytes
           DecodeError               RoutingError          ValidationError   QueueError  RuntimeFailure  EncodeError
+                                                                            CircuitOpenError (a breaker is open)
 
 Load-time failures are ``ModelLoadError``, each with the stage of the load that raised it
 (``LoadStage``), in the order a load runs::
@@ -26,6 +27,7 @@ import enum
 from typing import Literal
 
 __all__ = [
+    "CircuitOpenError",
     "DecodeError",
     "EncodeError",
     "ErrorCode",
@@ -93,6 +95,13 @@ class ValidationError(ModelServeError):
 
 class QueueError(ModelServeError):
     """The request was not admitted or not run: a limit was reached, the server is draining, or it expired."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class CircuitOpenError(QueueError):
+    """Not run: the version's circuit breaker is open after it kept failing (``routing/breaker.py``);
+    UNAVAILABLE with a retry hint, refused for the cost of a lock."""
 
     code = ErrorCode.UNAVAILABLE
 

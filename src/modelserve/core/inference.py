@@ -14,7 +14,7 @@ import numpy as np
 from modelserve.core.datatypes import Datatype
 from modelserve.core.shared_memory import SharedMemoryRef
 
-__all__ = ["InferRequest", "InferResult", "ParameterValue", "RequestedOutput"]
+__all__ = ["ARM_PARAMETER", "FALLBACK_PARAMETER", "InferRequest", "InferResult", "ParameterValue", "RequestedOutput"]
 
 ParameterValue = str | int | float | bool
 
@@ -53,9 +53,23 @@ class InferRequest:
     timeout_us: int = 0
 
 
+# The response parameter naming the routing arm that chose the version (REST and gRPC).
+ARM_PARAMETER = "modelserve_arm"
+# The response parameter naming the fallback entry that answered instead of the chosen target (REST and gRPC).
+FALLBACK_PARAMETER = "modelserve_fallback"
+
+
 @dataclass(slots=True)
 class InferResult:
-    """Outputs in the order they must be sent (request order, else model order)."""
+    """Outputs in the order they must be sent (request order, else model order).
+
+    ``arm``: the arm of the model's routing split that chose the version ("" when no split did); the
+    codecs report it as the response parameter :data:`ARM_PARAMETER`, ``model_version`` stays the
+    version that served.
+    ``fallback``: the entry of the policy's fallback chain that answered because the chosen target failed
+    or its breaker is open ("" when the target answered): a version or alias, ``model[/version]`` or
+    ``static``; reported as :data:`FALLBACK_PARAMETER` (REST: also the ``x-modelserve-fallback`` header).
+    """
 
     model_name: str
     model_version: str
@@ -63,3 +77,5 @@ class InferResult:
     output_datatypes: dict[str, Datatype]
     id: str | None = None
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    arm: str = ""
+    fallback: str = ""

@@ -30,7 +30,7 @@ from modelserve.observability.prediction_log import PredictionLog
 from modelserve.observability.statistics import FAILURE_CAUSES, ModelVersionStatistics
 from modelserve.observability.statistics import Histogram as LatencyHistogram
 
-__all__ = ["CONTENT_TYPE_LATEST", "REJECTION_BUCKETS_S", "ServerMetrics", "VersionMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "REJECTION_BUCKETS_S", "ServerMetrics", "ShadowRow", "VersionMetrics"]
 
 # A rejection should cost microseconds, so the buckets start far below the latency ones: 5 us to 1 s.
 REJECTION_BUCKETS_S = (
@@ -256,6 +256,71 @@ class _StateCollector(Collector):
         yield family
 
 
+class _BreakerCollector(Collector):
+    """``modelserve_breaker_state{model,version,state}``: 1 for each breaker's state, 0 for the others (so
+    ``modelserve_breaker_state{state="open"} == 1`` is an alert rule), and ``modelserve_breaker_trips``."""
+
+    def __init__(self, source: Callable[[], list[tuple[str, str, str, int]]], states: Sequence[str]) -> None:
+        self._source = source
+        self._states = tuple(states)
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "modelserve_breaker_state",
+            "Circuit breaker state of each model version (1 = current).",
+            labels=["model", "version", "state"],
+        )
+        trips = CounterMetricFamily(
+            "modelserve_breaker_trips", "Times each version's breaker opened.", labels=["model", "version"]
+        )
+        for model, version, current, tripped in self._source():
+            for name in self._states:
+                state.add_metric([model, version, name], 1.0 if name == current else 0.0)
+            trips.add_metric([model, version], tripped)
+        yield from (state, trips)
+
+
+# One model's shadow figures (service/shadow.py): model, sent, dropped, failed, completed, compared, agreed,
+# and the summed latency delta (shadow - primary) in seconds.
+ShadowRow = tuple[str, int, int, int, int, int, int, float]
+
+
+class _ShadowCollector(Collector):
+    def __init__(self, source: Callable[[], list[ShadowRow]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "modelserve_shadow_requests",
+            "Shadow copies by outcome: sent (queued), dropped (the shadow queue was full), failed, completed.",
+            labels=["model", "outcome"],
+        )
+        compared = CounterMetricFamily(
+            "modelserve_shadow_compared", "Shadow answers compared with the primary's.", labels=["model"]
+        )
+        agreed = CounterMetricFamily(
+            "modelserve_shadow_agreed", "Shadow answers that agreed with the primary's.", labels=["model"]
+        )
+        agreement = GaugeMetricFamily(
+            "modelserve_shadow_agreement_ratio", "Share of compared shadow answers that agreed.", labels=["model"]
+        )
+        delta = GaugeMetricFamily(
+            "modelserve_shadow_latency_delta_seconds",
+            "Mean of (shadow latency - primary latency) over completed shadows.",
+            labels=["model"],
+        )
+        for model, sent, dropped, failed, completed, n_compared, n_agreed, delta_s in self._source():
+            for outcome, count in (("sent", sent), ("dropped", dropped), ("failed", failed), ("completed", completed)):
+                requests.add_metric([model, outcome], count)
+            compared.add_metric([model], n_compared)
+            agreed.add_metric([model], n_agreed)
+            if n_compared:
+                agreement.add_metric([model], n_agreed / n_compared)
+            if completed:
+                delta.add_metric([model], delta_s / completed)
+        yield from (requests, compared, agreed, agreement, delta)
+
+
 class _DriftCollector(Collector):
     """Drift of the last completed window per version and feature, and window/event/skip counts."""
 
@@ -345,6 +410,12 @@ class ServerMetrics:
             ["model", "stage"],
             registry=self.registry,
         )
+        self.routing_requests = Counter(
+            "modelserve_routing_requests",
+            "Answers whose version a routing split chose, by model, arm and the arm's target (alias or version).",
+            ["model", "arm", "target"],
+            registry=self.registry,
+        )
         self.evictions = Counter(
             "modelserve_model_evictions",
             "Models unloaded to keep within the memory budget (budget) or because they were idle (idle).",
@@ -396,6 +467,26 @@ class ServerMetrics:
         )
         for transport in ("http", "grpc"):
             self.rejection_seconds.labels(transport=transport)
+        # Resilience (routing/breaker.py, service/resilience.py): breaker transitions as they happen, and
+        # fallback answers by cause (breaker_open, model, timeout, unavailable) and the target that answered.
+        self.breaker_transitions = Counter(
+            "modelserve_breaker_transitions",
+            "Circuit breaker state changes per model version (closed, open, half_open).",
+            ["model", "version", "from_state", "to_state"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "modelserve_fallbacks",
+            "Requests answered by a fallback target, by what failed (cause) and what answered (target).",
+            ["model", "cause", "target"],
+            registry=self.registry,
+        )
+        self.fallbacks_refused = Counter(
+            "modelserve_fallbacks_refused",
+            "Fallbacks not tried because the model's fallback budget (percent of requests) was spent.",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(_HostCollector())
         self._source: Callable[[], list[VersionMetrics]] | None = None
 
@@ -410,6 +501,15 @@ class ServerMetrics:
         """Export per-version metrics read from ``source`` at every scrape (called once, at start-up)."""
         self._source = source
         self.registry.register(_ModelCollector(source))
+
+    def watch_shadows(self, source: Callable[[], list[ShadowRow]]) -> None:
+        """Export each model's shadow figures, read from ``source`` at every scrape."""
+        self.registry.register(_ShadowCollector(source))
+
+    def watch_breakers(self, source: Callable[[], list[tuple[str, str, str, int]]], states: Sequence[str]) -> None:
+        """Export each breaker's state and trips, read from ``source`` (model, version, state, trips) at every
+        scrape."""
+        self.registry.register(_BreakerCollector(source, states))
 
     def watch_states(self, source: Callable[[], list[tuple[str, str, str]]], states: Sequence[str]) -> None:
         """Export each version's lifecycle state, read from ``source`` (model, version, state) at every scrape."""

@@ -17,7 +17,14 @@ from tritonclient.grpc import service_pb2 as pb
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError
-from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
+from modelserve.core.inference import (
+    ARM_PARAMETER,
+    FALLBACK_PARAMETER,
+    InferRequest,
+    InferResult,
+    ParameterValue,
+    RequestedOutput,
+)
 from modelserve.core.shared_memory import RegionAccess, SharedMemoryRef
 from modelserve.protocol.parameters import RequestParameters, check_parameter_count, parse_request_parameters
 from modelserve.protocol.shared_memory_params import (
@@ -271,6 +278,10 @@ def encode_infer_response(
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id or ""
     )
+    if response.arm:
+        message.parameters[ARM_PARAMETER].string_param = response.arm
+    if response.fallback:
+        message.parameters[FALLBACK_PARAMETER].string_param = response.fallback
     windows = {o.name: o.shared_memory for o in requested_outputs or () if o.shared_memory is not None}
     raw = message.raw_output_contents
     for name, array in response.outputs.items():

@@ -20,7 +20,14 @@ import orjson
 
 from modelserve.core.datatypes import Datatype
 from modelserve.core.errors import DecodeError, ErrorCode
-from modelserve.core.inference import InferRequest, InferResult, ParameterValue, RequestedOutput
+from modelserve.core.inference import (
+    ARM_PARAMETER,
+    FALLBACK_PARAMETER,
+    InferRequest,
+    InferResult,
+    ParameterValue,
+    RequestedOutput,
+)
 from modelserve.core.shared_memory import RegionAccess, SharedMemoryRef
 from modelserve.protocol.json_arrays import MIN_SPAN_BYTES, JsonSyntaxError, decode_numeric_span
 from modelserve.protocol.parameters import (
@@ -604,7 +611,12 @@ def encode_infer_response(
     body: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id is not None:
         body["id"] = response.id
-    if response.parameters:
+    if response.arm or response.fallback:
+        tags = {ARM_PARAMETER: response.arm} if response.arm else {}
+        if response.fallback:
+            tags[FALLBACK_PARAMETER] = response.fallback
+        body["parameters"] = {**response.parameters, **tags}
+    elif response.parameters:
         body["parameters"] = response.parameters
     body["outputs"] = outputs_json
     try:

@@ -14,15 +14,13 @@ its version is loaded, else to the highest loaded version.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelserve.core.errors import ErrorCode, ModelLoadError, ModelServeError, ValidationError
-from modelserve.core.paths import inside
+from modelserve.core.errors import ErrorCode, ModelServeError, ValidationError
+from modelserve.routing.model_files import model_file, write_json_atomically
 
 __all__ = ["ALIAS_FILENAME", "DEFAULT_ALIAS", "Alias", "AliasStore", "check_alias_name"]
 
@@ -56,19 +54,8 @@ class AliasStore:
         self._lock = threading.Lock()
 
     def _path(self, model: str) -> Path:
-        """The checked, resolved path of ``model``'s aliases file (it need not exist yet). Raises
-        :class:`ModelServeError` (INTERNAL: the repository is wrong, not the request) naming the link."""
-        try:
-            return inside(
-                self._root,
-                self._root / model / ALIAS_FILENAME,
-                what=f"model '{model}': {ALIAS_FILENAME}",
-                allow_symlinks=self._allow_symlinks,
-                must_exist=False,
-                stage="config",
-            )
-        except ModelLoadError as exc:
-            raise ModelServeError(exc.message, code=ErrorCode.INTERNAL) from exc
+        """The checked, resolved path of ``model``'s aliases file (it need not exist yet)."""
+        return model_file(self._root, model, ALIAS_FILENAME, allow_symlinks=self._allow_symlinks)
 
     def _read(self, model: str) -> dict[str, Alias]:
         path = self._path(model)
@@ -108,16 +95,7 @@ class AliasStore:
 
     def _write(self, model: str, aliases: dict[str, Alias]) -> None:
         document = {name: {"version": a.version, "history": a.history} for name, a in sorted(aliases.items())}
-        path = self._path(model)  # resolved: the temporary file goes beside the file it replaces
-        handle, temporary = tempfile.mkstemp(prefix=".aliases-", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(document, file, indent=2)
-                file.write("\n")
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_json_atomically(self._path(model), document)
         with self._lock:
             self._cache[model] = aliases
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,12 @@ from modelserve.repository.loaded import LoadedVersion, VersionState
 from modelserve.repository.manager import IndexEntry, ModelManager
 from modelserve.repository.model_config import ModelConfig
 from modelserve.routing.aliases import Alias
+from modelserve.routing.assignment import BUCKETS
 from modelserve.routing.router import Router
 from modelserve.scheduling.admission import AdmissionGate
 from modelserve.service.classification import classify
+from modelserve.service.resilience import Resilience
+from modelserve.service.shadow import ShadowDispatcher
 from modelserve.service.shared_memory import RegionStatus, SharedMemoryRegistry
 from modelserve.service.siblings import Siblings
 from modelserve.service.validation import DeclaredInputs, check_declared_inputs, output_names_for, validate_inputs
@@ -86,6 +90,8 @@ class DataPlane:
         drain_timeout_s: float,
         observers: Sequence[Observer] = (),
         shared_memory: SharedMemoryRegistry | None = None,
+        resilience: Resilience | None = None,
+        shadows: ShadowDispatcher | None = None,
     ) -> None:
         self.server_name = server_name
         self.server_version = server_version
@@ -102,6 +108,12 @@ class DataPlane:
         # The registered system shared-memory regions (None: the extension is off); the codecs read
         # inputs from and write outputs to it.
         self.shared_memory = shared_memory
+        # Called with (model, arm, target) for each answer a routing split chose (the requests counter).
+        self.on_routed: Callable[[str, str, str], None] | None = None
+        # Circuit breakers and fallback chains of the models whose policy has them (service/resilience.py).
+        self.resilience = resilience if resilience is not None else Resilience(router, clock)
+        # Shadow copies of sampled requests, run on their own thread once start_shadows() is called.
+        self.shadows = shadows if shadows is not None else ShadowDispatcher(clock)
 
     def local_view(self) -> DataPlane:
         """This dataplane without its siblings: what answers a sibling's call, so a change made on
@@ -204,15 +216,74 @@ class DataPlane:
         """The request path, once for every transport: admit, resolve, validate, schedule, answer, observe.
         Raises a :class:`ModelServeError` subclass for anything the client can fix or retry; the message is
         safe to send."""
-        started_ns = self._clock.now_ns() if self._observers else 0
+        policy = self._router.policies.policy(request.model_name)
+        shadow = policy.shadow if policy is not None else None
+        started_ns = self._clock.now_ns() if self._observers or shadow is not None else 0
         with self._gate.admit():
-            loaded = yield from self._router.resolve(request.model_name, request.model_version, context)
-            output_names = self._check(request, loaded)
-            outputs = yield from loaded.scheduler.execute(request, output_names, context)
-        response = self._respond(request, loaded, output_names, outputs)
+            if policy is None or (policy.breaker is None and not policy.fallback):
+                response = yield from self._attempt(request, [], context)
+            else:  # a breaker or a fallback chain (service/resilience.py)
+                attempt = partial(self._attempt, context=context)
+                response = yield from self.resilience.run(request, context, policy, attempt)
+        if shadow is not None and not response.fallback:  # a copy to the shadow, off this path (service/shadow.py)
+            self.shadows.offer(
+                request.model_name, shadow, request, context, response, self._clock.now_ns() - started_ns
+            )
         if self._observers:
             self._observe(request, context, response, started_ns)
         return response
+
+    def _attempt(
+        self, request: InferRequest, resolved: list[tuple[str, str]], context: RequestContext
+    ) -> Steps[InferResult]:
+        """One try at ``request``: route, validate, run (behind its version's breaker when the model's
+        policy has one), respond; the (model, version) it routed to is appended to ``resolved``. The
+        fallback chain calls it again for each entry it tries."""
+        loaded, decision = yield from self._router.route(
+            request.model_name, request.model_version, context, request.parameters
+        )
+        resolved.append((request.model_name, loaded.version))
+        output_names = self._check(request, loaded)
+        execute = loaded.scheduler.execute(request, output_names, context)
+        breaker = self.resilience.breaker_settings(request.model_name)
+        if breaker is not None:
+            execute = self.resilience.guard(request.model_name, loaded.version, breaker, execute)
+        outputs = yield from execute
+        response = self._respond(request, loaded, output_names, outputs)
+        if decision.arm:
+            response.arm = decision.arm
+            if self.on_routed is not None:
+                self.on_routed(response.model_name, decision.arm, decision.target)
+        return response
+
+    def start_shadows(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start running shadow copies (service/shadow.py) on their thread, driven like gRPC calls on ``loop``."""
+
+        def run(request: InferRequest, context: RequestContext) -> InferResult:
+            return drive_blocking(self._attempt(request, [], context), loop=loop, clock=self._clock)
+
+        self.shadows.start(run)
+
+    def resilience_summary(self, name: str) -> dict[str, Any]:
+        """What ``GET /v2/models/{m}/routing`` adds for ``name`` (keys only where there is something): its
+        versions' breakers (state, trips, seconds until half-open, why it last opened) and its shadow's
+        figures. This worker's own view: with ``--workers N`` each worker keeps its own."""
+        summary: dict[str, Any] = {}
+        breakers = self.resilience.breakers.snapshots(name)
+        if breakers:
+            summary["breakers"] = {
+                b.version: {"state": b.state.value, "trips": b.trips, "retry_in_s": b.retry_in_s, "reason": b.reason}
+                for b in breakers
+            }
+        shadow = self.shadows.summary(name)
+        if shadow is not None:
+            summary["shadow"] = shadow
+        return summary
+
+    def shadow_summary(self, name: str) -> dict[str, Any] | None:
+        """Model ``name``'s shadow figures (sent, dropped, failed, agreement, latency delta in ms), for
+        ``GET /v2/models/{m}/routing``; None when it was never shadowed."""
+        return self.shadows.summary(name)
 
     def precheck_steps(self, name: str, version: str, declared: DeclaredInputs, context: RequestContext) -> Steps[None]:
         """Check what a request declares (input names, datatypes, shapes) against the model it names, before
@@ -448,6 +519,42 @@ class DataPlane:
     async def reload_aliases(self, name: str) -> None:
         """Read ``name``'s aliases from the repository again (a sibling moved one)."""
         await self._router.reload_aliases(name)
+
+    # -- routing policies -------------------------------------------------------------------------
+
+    @property
+    def routing_headers(self) -> frozenset[str]:
+        """The headers some routing policy reads (lower-case): the transports copy them into the context
+        beside ``server.context_headers``. Replaced whole when a policy changes: compare by identity."""
+        return self._router.policies.headers
+
+    def routing(self, name: str) -> dict[str, Any]:
+        """``name``'s policy document (None when it has none) and each arm's share of the buckets, percent."""
+        stored = self._router.routing(name)
+        if stored is None:
+            return {"name": name, "policy": None, "shares": {}}
+        counts = stored.table.counts() if stored.table is not None else {}
+        shares = {arm.arm: counts.get(arm.arm, 0) / BUCKETS * 100 for arm in stored.policy.split}
+        return {"name": name, "policy": stored.policy.document(), "shares": shares, **self.resilience_summary(name)}
+
+    async def set_routing(self, name: str, document: object) -> dict[str, Any]:
+        """Validate, persist and apply ``name``'s policy here and on every sibling before returning."""
+        self._check_control("routing changes")
+        await self._router.set_routing(name, document)
+        if self.siblings is not None:  # the file is shared: the others only read it again
+            await self.siblings.reload_routing(name)
+        return self.routing(name)
+
+    async def clear_routing(self, name: str) -> None:
+        self._check_control("routing changes")
+        await self._router.clear_routing(name)
+        self.resilience.forget(name)  # its breakers leave /metrics; a new policy starts them closed
+        if self.siblings is not None:
+            await self.siblings.reload_routing(name)
+
+    async def reload_routing(self, name: str) -> None:
+        """Read ``name``'s policy from the repository again (a sibling changed it)."""
+        await self._router.reload_routing(name)
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         check_model_name(name)

@@ -29,6 +29,10 @@ class Siblings(Protocol):
 
     async def reload_aliases(self, name: str) -> None: ...
 
+    async def reload_routing(self, name: str) -> None:
+        """Every sibling reads ``name``'s routing policy file again; returns when all have."""
+        ...
+
     async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
         """Register the system shared-memory region on every sibling (each opens the object itself)."""
         ...

@@ -63,6 +63,10 @@ Params = dict[str, str]
 _Handler = Callable[[dict[str, Any], Receive, Send, Params], Awaitable[None]]
 
 _JSON = b"application/json"
+# Names the routing arm that chose the answer's version (only when a policy's split chose one).
+ARM_HEADER = b"x-modelserve-arm"
+# Names the fallback entry that answered because the chosen target failed or its breaker is open.
+FALLBACK_HEADER = b"x-modelserve-fallback"
 _BINARY = b"application/octet-stream"
 _COMPRESS_MIN_BYTES = 256
 _DASHBOARD_CSP = (
@@ -172,7 +176,14 @@ class HttpApp:
     ) -> None:
         self._api = api
         self._max_backlog_s = max_backlog_ms / 1000
-        self._wanted_headers = frozenset(name.encode("latin-1") for name in context_headers | {REQUEST_ID_HEADER})
+        self._configured_headers = frozenset(name.encode("latin-1") for name in context_headers | {REQUEST_ID_HEADER})
+        # (the routing policies' headers they were built with, the header names read): rebuilt only when a
+        # policy change replaces the dataplane's set, so a request costs an identity check, not a union.
+        routing_headers = api.routing_headers  # already those of the persisted policies: the app starts later
+        self._wanted_headers = (
+            routing_headers,
+            self._configured_headers | {name.encode("latin-1") for name in routing_headers},
+        )
         self._metrics = metrics
         self._observe_rejection = metrics.rejection_observer("http") if metrics is not None else None
         self._operations = operations
@@ -197,6 +208,9 @@ class HttpApp:
             "model_aliases": self._model_aliases,
             "set_alias": self._set_alias,
             "rollback": self._rollback,
+            "model_routing": self._model_routing,
+            "set_routing": self._set_routing,
+            "clear_routing": self._clear_routing,
             "repository_index": self._repository_index,
             "model_load": self._model_load,
             "model_unload": self._model_unload,
@@ -337,6 +351,21 @@ class HttpApp:
         # ``/v2/models/stats`` leaves both empty: every model, every version (the dataplane's convention).
         await _send_json(send, await documents.statistics_everywhere(self._api, params["model"], params["version"]))
 
+    # -- routing policies (our extension; gRPC has no routing API) -------------------------------------
+
+    async def _model_routing(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await _send_json(send, self._api.routing(params["model"]))
+
+    async def _set_routing(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        """``PUT /v2/models/{model}/routing`` with the policy document (or GET's answer: its ``policy``)."""
+        body = self._json_object(await self._body(scope, receive))
+        document = body["policy"] if isinstance(body.get("policy"), dict) else body
+        await _send_json(send, await self._api.set_routing(params["model"], document))
+
+    async def _clear_routing(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
+        await self._api.clear_routing(params["model"])
+        await _send_json(send, self._api.routing(params["model"]))
+
     # -- aliases (our extension) ------------------------------------------------------------------------
 
     async def _model_aliases(self, scope: dict[str, Any], receive: Receive, send: Send, params: Params) -> None:
@@ -400,6 +429,10 @@ class HttpApp:
         response = await self._infer_unless_disconnected(decoded.request, context, receive)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output, regions)
         extra: list[tuple[bytes, bytes]] = []
+        if response.arm:
+            extra.append((ARM_HEADER, response.arm.encode("latin-1")))
+        if response.fallback:
+            extra.append((FALLBACK_HEADER, response.fallback.encode("latin-1")))
         content_type = _JSON
         if json_length is not None:
             content_type = _BINARY
@@ -432,8 +465,13 @@ class HttpApp:
             )
 
     def _request_context(self, scope: dict[str, Any]) -> RequestContext:
-        """The configured headers only: nothing else a client sends is decoded or kept."""
-        wanted = self._wanted_headers
+        """The configured headers and those a routing policy reads: nothing else a client sends is decoded
+        or kept."""
+        routing_headers, wanted = self._wanted_headers
+        if routing_headers is not self._api.routing_headers:
+            routing_headers = self._api.routing_headers
+            wanted = self._configured_headers | {name.encode("latin-1") for name in routing_headers}
+            self._wanted_headers = (routing_headers, wanted)
         headers = {
             key.decode("latin-1"): value.decode("latin-1")[:MAX_HEADER_VALUE_CHARS]
             for key, value in scope["headers"]

@@ -20,6 +20,9 @@ GET      /v2/models/{model}[/versions/{version}]/config       model-config      
 GET      /v2/models/{model}/aliases                           model-repository  aliases and their history
 POST     /v2/models/{model}/aliases/{alias}                   admin             ``{"version": "3"}``
 POST     /v2/models/{model}/rollback                          admin             ``{"alias": "production"}``
+GET      /v2/models/{model}/routing                           model-repository  routing policy and arm shares
+PUT      /v2/models/{model}/routing                           admin             set the routing policy
+DELETE   /v2/models/{model}/routing                           admin             remove the routing policy
 POST     /v2/repository/index                                 model-repository  repository index
 POST     /v2/repository/models/{model}/load                   model-repository  load (explicit mode only)
 POST     /v2/repository/models/{model}/unload                 model-repository  unload (explicit mode only)
@@ -288,6 +291,10 @@ ROUTES: tuple[Route, ...] = (
     # Moving an alias or rolling back changes what every client of that alias gets: admin, not a load.
     Route("POST", "/v2/models/{model}/aliases/{alias}", "set_alias", Scope.ADMIN),
     Route("POST", "/v2/models/{model}/rollback", "rollback", Scope.ADMIN),
+    # Like aliases: reading a policy shows how a model is rolled out; changing it moves live traffic.
+    Route("GET", "/v2/models/{model}/routing", "model_routing", Scope.MODEL_REPOSITORY),
+    Route("PUT", "/v2/models/{model}/routing", "set_routing", Scope.ADMIN),
+    Route("DELETE", "/v2/models/{model}/routing", "clear_routing", Scope.ADMIN),
     Route("POST", "/v2/repository/index", "repository_index", Scope.MODEL_REPOSITORY),
     Route("POST", "/v2/repository/models/{model}/load", "model_load", Scope.MODEL_REPOSITORY),
     Route("POST", "/v2/repository/models/{model}/unload", "model_unload", Scope.MODEL_REPOSITORY),
