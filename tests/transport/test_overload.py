@@ -76,8 +76,13 @@ def test_8x_the_capacity_keeps_goodput_and_is_refused_fast_with_a_hint(server: S
         assert tally.errors == {} and tally.timeouts == 0, report
         assert tally.every_rejection_has_hint, report
     assert capacity.ok_s, report
-    # Past every limit, both transports refuse (gRPC used to queue the excess in grpcio's own pool).
-    assert storm.rejected_s, f"8x the clients, past every limit, and nothing refused:\n{report}"
+    # Past every limit, gRPC refuses (it used to queue the excess in grpcio's own pool). REST runs iris in place
+    # on the event loop (scheduling.inline_below_us): each request is admitted and answered in one go, so the
+    # in-flight and queue limits may never fill and the excess waits unread in its socket instead; then REST
+    # must either refuse or keep the admitted requests well inside the queue-time bound that would refuse them
+    # (scheduling.max_queue_time_ms, 500 ms).
+    if transport == "grpc" or not storm.ok_s or Tally.percentile_ms(storm.ok_s, 99) >= 250:
+        assert storm.rejected_s, f"8x the clients, past every limit, and nothing refused:\n{report}"
     goodput_1x, goodput_8x = capacity.goodput_per_s, storm.goodput_per_s  # floats: a short report if it fails
     assert goodput_8x >= 0.5 * goodput_1x, f"goodput collapsed under 8x:\n{report}"
     # Refusing costs the server far less than serving: its own time per refusal against per request
